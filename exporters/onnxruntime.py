@@ -1,0 +1,132 @@
+"""ONNX Runtime backend: graph-optimised FP32, or INT8 with static Q/DQ calibrated on the task's inputs.
+
+INT8 quantizes the MatMul weights per channel and their activations with ranges measured on
+calibration batches of the task's own inputs (`onnxruntime.quantization.quantize_static`, QDQ
+format). LayerNorm, Softmax, GELU and the attention-mask arithmetic stay in FP32. ONNX Runtime
+turns the Q/DQ pairs into integer kernels when it loads the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RuntimeMissingError
+from ..targets import Profile
+from .base import Artifact, Batch
+
+INPUTS = ("input_ids", "attention_mask")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OnnxRuntimeRunner:
+    def __init__(self, path: Path, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __enter__(self) -> OnnxRuntimeRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.session
+
+    def run(self, batch: Batch) -> np.ndarray:
+        return self.session.run(None, {k: batch[k] for k in self.inputs})[0]
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def available(self) -> bool:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def build(self, onnx_path: Path, profile: Profile, calibration: Sequence[Batch], workdir: Path) -> Artifact:
+        if not self.available():
+            raise RuntimeMissingError("the onnxruntime backend", "onnxruntime")
+        import onnxruntime as ort
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        out = workdir / "model.onnx"
+        build = {"onnxruntime": ort.__version__, "source_onnx_sha256": sha256_file(onnx_path)}
+        if profile.precision == "int8":
+            build.update(_quantize_static(onnx_path, out, calibration, profile))
+        elif profile.precision == "fp32":
+            shutil.copyfile(onnx_path, out)
+        else:
+            raise NotImplementedError(f"onnxruntime backend: precision {profile.precision} is not supported yet")
+        return Artifact(backend=self.name, path=out, precision=profile.precision, build=build)
+
+    def load(self, artifact: Artifact, threads: int | None = None) -> OnnxRuntimeRunner:
+        return OnnxRuntimeRunner(artifact.path, threads)
+
+
+def _quantize_static(src: Path, out: Path, calibration: Sequence[Batch], profile: Profile) -> dict:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it: Iterator[Batch] = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.it, None)
+            return None if batch is None else {k: batch[k] for k in INPUTS}
+
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[profile.calibration.method]
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    hasher = hashlib.sha256()
+    for batch in calibration:
+        hasher.update(np.ascontiguousarray(batch["input_ids"]).tobytes())
+    return {
+        "quantization": "static QDQ, MatMul, per-channel int8 weights, int8 activations",
+        "calibration_method": profile.calibration.method,
+        "calibration_batches": len(calibration),
+        "calibration_sha256": hasher.hexdigest(),
+    }

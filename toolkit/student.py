@@ -1,0 +1,225 @@
+"""The student: a small BERT encoder that starts from the teacher's own knowledge.
+
+`init: teacher` copies the teacher's token embeddings (only the rows of the WordPiece ids the task
+uses, which keeps the student small), its position embeddings and its first `layers` layers. The
+head mirrors the embedding teacher: mean-pool, L2-normalise, then a linear layer initialised with
+the label prototypes divided by the teacher's temperature, so the untrained student already
+answers the way the teacher does, as far as its shallower encoder allows.
+`init: config` builds a randomly initialised encoder of the given size (used for tiny test models).
+
+Saved with `save_pretrained` (safetensors) plus the pruned `tokenizer.json` and `labels.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+from transformers.modeling_utils import PreTrainedModel
+
+from .errors import InputError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class StudentConfig(BertConfig):
+    model_type = "tsd-edge-student"
+
+    def __init__(self, teacher_dim: int = 384, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.teacher_dim = teacher_dim
+
+
+class Student(PreTrainedModel):
+    config_class = StudentConfig
+    base_model_prefix = "bert"
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        dim = config.teacher_dim
+        self.project = nn.Identity() if dim == config.hidden_size else nn.Linear(config.hidden_size, dim)
+        self.head = nn.Linear(dim, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(0.0, self.config.initializer_range)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(0.0, self.config.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The student's sentence embedding: mean over real tokens, projected, unit length."""
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return nn.functional.normalize(self.project(pooled), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.encode(input_ids, attention_mask)
+        return self.head(embedding), embedding
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def prune_tokenizer(tokenizer_json: Path, texts: list[str], max_length: int) -> tuple[dict, list[int]]:
+    """A tokenizer.json with only the vocabulary the task uses, and the teacher ids it keeps (in order).
+
+    Kept: special tokens, every id the task's inputs produce, and the single ASCII characters with
+    their '##' forms, so a word never seen in the task still splits into known pieces instead of [UNK].
+    The tokenizers library has no vocabulary-pruning API, hence the edit of its documented JSON.
+    """
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    used: set[int] = {vocab[t] for t in SPECIAL_TOKENS if t in vocab}
+    for enc in tok.encode_batch(texts):
+        used.update(enc.ids)
+    chars = [c for c in string.printable if not c.isspace()]
+    used.update(vocab[t] for c in chars for t in (c, "##" + c) if t in vocab)
+    kept = sorted(used)
+    inverse = {i: t for t, i in vocab.items()}
+    new_id = {old: new for new, old in enumerate(kept)}
+    spec["model"]["vocab"] = {inverse[old]: new for new, old in enumerate(kept)}
+    for added in spec.get("added_tokens", []):
+        added["id"] = new_id[added["id"]]
+    for special in (spec.get("post_processor") or {}).get("special_tokens", {}).values():
+        special["ids"] = [new_id[i] for i in special["ids"]]
+    spec["padding"] = None
+    spec["truncation"] = None
+    return spec, kept
+
+
+def build_student(
+    *,
+    init: str,
+    teacher_dir: Path,
+    labels: list[str],
+    prototypes: np.ndarray,
+    teacher_temperature: float,
+    texts: list[str],
+    layers: int,
+    max_length: int,
+    prune_vocab: bool = True,
+    hidden: int = 384,
+    heads: int = 12,
+    intermediate: int = 1536,
+) -> tuple[Student, dict]:
+    """A student and its tokenizer.json (as a dict); see the module docstring for what `init` does."""
+    tokenizer_json = teacher_dir / "tokenizer.json"
+    if prune_vocab:
+        tokenizer, kept = prune_tokenizer(tokenizer_json, texts, max_length)
+    else:
+        tokenizer = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+        tokenizer["padding"] = tokenizer["truncation"] = None
+        kept = list(range(len(tokenizer["model"]["vocab"])))
+    teacher_cfg = json.loads((teacher_dir / "config.json").read_text(encoding="utf-8"))
+    if init == "teacher":
+        if layers > teacher_cfg["num_hidden_layers"]:
+            raise InputError(f"student.layers={layers} but the teacher has {teacher_cfg['num_hidden_layers']}")
+        hidden, heads, intermediate = (
+            teacher_cfg["hidden_size"],
+            teacher_cfg["num_attention_heads"],
+            teacher_cfg["intermediate_size"],
+        )
+    config = StudentConfig(
+        teacher_dim=prototypes.shape[1],
+        vocab_size=len(kept),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_length,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        layer_norm_eps=teacher_cfg.get("layer_norm_eps", 1e-12),
+        pad_token_id=0,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    model = Student(config)
+    if init == "teacher":
+        _copy_teacher(model, teacher_dir, kept, layers, max_length)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(prototypes / teacher_temperature))
+        model.head.bias.zero_()
+    return model, tokenizer
+
+
+def _copy_teacher(model: Student, teacher_dir: Path, kept: list[int], layers: int, max_length: int) -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(teacher_dir / "model.safetensors"))
+    weights = {k.removeprefix("bert."): v for k, v in weights.items()}
+    state = {}
+    for name, value in weights.items():
+        if name == "embeddings.word_embeddings.weight":
+            value = value[torch.tensor(kept)]
+        elif name == "embeddings.position_embeddings.weight":
+            value = value[:max_length]
+        elif name.startswith("encoder.layer."):
+            if int(name.split(".")[2]) >= layers:
+                continue
+        elif name.startswith("pooler.") or name == "embeddings.position_ids":
+            continue
+        state[name] = value
+    missing, unexpected = model.bert.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if "position_ids" not in k]
+    missing = [k for k in missing if "position_ids" not in k and "token_type_ids" not in k]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"teacher weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def save_student(model: Student, tokenizer: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+
+
+def load_student(path: Path) -> Student:
+    if not (path / "config.json").is_file():
+        raise InputError(f"no student in {path}: run `tsd-edge distill` first")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return Student.from_pretrained(path)
+
+
+class StudentRunner:
+    """The PyTorch student behind the same `run(batch) -> logits` interface as a compiled artifact."""
+
+    def __init__(self, path: Path) -> None:
+        self.model = load_student(path).eval()
+
+    def __enter__(self) -> StudentRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.no_grad():
+            ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
+            return self.model(ids, mask)[0].numpy()

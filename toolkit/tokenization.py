@@ -1,0 +1,41 @@
+"""Text to model inputs with the `tokenizers` library alone (no transformers, no torch).
+
+Used in training, calibration, checks and the gate, so every stage tokenizes the same way.
+The teacher's tokenizer.json pads every input to 128 tokens; that padding is switched off here
+and each batch is padded to its own longest input instead (most task inputs are short).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class TextEncoder:
+    def __init__(self, tokenizer_json: Path, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length)
+        self.max_length = max_length
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(texts)
+        width = max((len(e.ids) for e in encodings), default=1)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, so little of each batch is padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
