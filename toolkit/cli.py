@@ -47,6 +47,7 @@ def _console() -> Any:
 def _guard(fn: Callable[[], int | None]) -> None:
     """Run a command body; turn tsd-edge errors into one line on stderr and their exit code."""
     from rich.console import Console
+    from rich.markup import escape
 
     from .errors import TsdEdgeError
 
@@ -56,7 +57,8 @@ def _guard(fn: Callable[[], int | None]) -> None:
     except TsdEdgeError as exc:
         if _debug:
             raise
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True)
+        message = " ".join(str(exc).split())  # one line, whatever a library put in the message
+        err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         code = exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted: what was finished is kept; run the command again to continue")

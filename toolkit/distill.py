@@ -86,6 +86,7 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
         layers=spec.layers,
         max_length=spec.max_length,
         prune_vocab=spec.prune_vocab,
+        teacher_layers=spec.teacher_layers,
         hidden=spec.hidden,
         heads=spec.heads,
         intermediate=spec.intermediate,

@@ -87,9 +87,9 @@ def read_package(path: Path, dest: Path) -> Package:
     if not path.is_file():
         raise InputError(f"package not found: {path}")
     try:
-        tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the `with tar` below
-    except (tarfile.TarError, OSError) as exc:
-        raise InputError(f"{path}: not a tsd-edge package ({exc})") from None
+        tar = tarfile.open(path, "r:gz")  # noqa: SIM115 - closed by the `with tar` below
+    except (tarfile.TarError, OSError):
+        raise InputError(f"{path}: not a tsd-edge package (not a gzip tar); give a file from `tsd-edge package`") from None
     dest.mkdir(parents=True, exist_ok=True)
     contents: dict[str, bytes] = {}
     total = 0

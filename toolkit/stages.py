@@ -148,11 +148,12 @@ def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
         if not store.answered(teacher.fingerprint):
             raise InputError(f"no teacher answers in {run.pairs}: run `tsd-edge collect` first")
         store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
-        key = fingerprint(
-            task.settings("student", "training", "agreement", "teacher"), store.digest(teacher.fingerprint)
-        )
+        # the threshold is not part of the key: changing it re-judges the student, it does not retrain it
+        key = fingerprint(task.settings("student", "training", "teacher", "split"), store.digest(teacher.fingerprint))
         if not force and run.up_to_date("distill", key, run.student / "model.safetensors", run.report("student")):
             report = AgreementReport.load(run.report("student"))
+            report.threshold = task.agreement.threshold
+            report.save(run.report("student"))
             return StageResult("distill", True, _agreement_line(report), report)
         from .distill import distill as train
 
@@ -191,6 +192,8 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     key = fingerprint(file_hash(run.student / "model.safetensors"), file_hash(run.student / "tokenizer.json"))
     if not force and run.up_to_date("export", key, run.onnx, run.report("onnx")):
         report = AgreementReport.load(run.report("onnx"))
+        report.threshold = task.agreement.threshold
+        report.save(run.report("onnx"))
         return StageResult("export", True, _agreement_line(report), report)
     from .exporters.onnx import export_onnx
     from .exporters.onnxruntime import OnnxRuntimeRunner

@@ -118,6 +118,7 @@ def build_student(
     layers: int,
     max_length: int,
     prune_vocab: bool = True,
+    teacher_layers: list[int] | None = None,
     hidden: int = 384,
     heads: int = 12,
     intermediate: int = 1536,
@@ -157,14 +158,27 @@ def build_student(
     )
     model = Student(config)
     if init == "teacher":
-        _copy_teacher(model, teacher_dir, kept, layers, max_length)
+        depth = teacher_cfg["num_hidden_layers"]
+        chosen = teacher_layers or spread_layers(layers, depth)
+        if len(chosen) != layers or not all(0 <= i < depth for i in chosen):
+            raise InputError(f"student.teacher_layers={chosen}: give {layers} distinct layer indices in 0..{depth - 1}")
+        _copy_teacher(model, teacher_dir, kept, chosen, max_length)
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(prototypes / teacher_temperature))
         model.head.bias.zero_()
     return model, tokenizer
 
 
-def _copy_teacher(model: Student, teacher_dir: Path, kept: list[int], layers: int, max_length: int) -> None:
+def spread_layers(k: int, depth: int) -> list[int]:
+    """k teacher layers from the first to the last: the first keeps the token-level features the copied
+    embeddings expect, the last holds the sentence-level features the teacher's answers come from
+    (measured on Banking77: layers [0, 5] beat [0, 1])."""
+    if k == 1:
+        return [0]
+    return [round(i * (depth - 1) / (k - 1)) for i in range(k)]
+
+
+def _copy_teacher(model: Student, teacher_dir: Path, kept: list[int], layers: list[int], max_length: int) -> None:
     from safetensors.torch import load_file
 
     weights = load_file(str(teacher_dir / "model.safetensors"))
@@ -176,8 +190,10 @@ def _copy_teacher(model: Student, teacher_dir: Path, kept: list[int], layers: in
         elif name == "embeddings.position_embeddings.weight":
             value = value[:max_length]
         elif name.startswith("encoder.layer."):
-            if int(name.split(".")[2]) >= layers:
+            _, _, index, rest = name.split(".", 3)
+            if int(index) not in layers:
                 continue
+            name = f"encoder.layer.{layers.index(int(index))}.{rest}"
         elif name.startswith("pooler.") or name == "embeddings.position_ids":
             continue
         state[name] = value

@@ -72,6 +72,8 @@ class SplitSpec(_Strict):
 class StudentSpec(_Strict):
     init: Literal["teacher", "config"] = "teacher"
     layers: int = Field(default=2, ge=1)
+    # which teacher layers `init: teacher` copies; default: spread from the first to the last
+    teacher_layers: list[int] | None = None
     hidden: int = Field(default=384, ge=8)
     heads: int = Field(default=12, ge=1)
     intermediate: int = Field(default=1536, ge=8)

@@ -1,0 +1,85 @@
+"""The CLI's contract: instant help, one-line errors with exit code 2 for bad input, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Ran, tsd
+from slices import write_slice
+
+
+def _one_line_error(ran: Ran, code: int, *needles: str) -> None:
+    assert ran.code == code, ran.out + ran.err
+    assert "Traceback" not in ran.err + ran.out
+    lines = [ln for ln in ran.err.splitlines() if ln.strip()]
+    assert len(lines) == 1, ran.err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys\nfrom tsd_edge.cli import main\nsys.argv=['tsd-edge','--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch','transformers','onnxruntime','onnx','sentence_transformers') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "collect" in proc.stdout and "gate" in proc.stdout
+    assert "HEAVY []" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("command", ["collect", "distill", "export", "compile", "check", "package", "run", "gate",
+                                     "profiles"])
+def test_every_command_has_help(command: str) -> None:
+    ran = tsd(command, "--help")
+    assert ran.code == 0 and "Usage" in ran.out
+
+
+def test_missing_task_file(tmp_path: Path) -> None:
+    _one_line_error(tsd("run", tmp_path / "nope.yaml"), 2, "task file not found", "nope.yaml")
+
+
+def test_malformed_task_names_file_line_and_field(tmp_path: Path) -> None:
+    task = write_slice(tmp_path, extra="agreement_threshold: 0.9\n")
+    _one_line_error(tsd("collect", task), 2, "task.yaml:12", "agreement_threshold", "unknown field")
+
+
+def test_task_with_bad_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "task.yaml"
+    bad.write_text("name: x\nlabels: [a, b\ninputs: []\n")
+    _one_line_error(tsd("distill", bad), 2, "task.yaml", "not valid YAML")
+
+
+def test_unknown_target_suggests_the_closest(tmp_path: Path) -> None:
+    task = write_slice(tmp_path)
+    _one_line_error(tsd("compile", task, "--target", "cpu-x68", "--workdir", tmp_path / "w"), 2,
+                    "unknown target 'cpu-x68'", "did you mean 'cpu-x86'")
+
+
+def test_unknown_label_in_data(tmp_path: Path) -> None:
+    task = write_slice(tmp_path)
+    test_csv = tmp_path / "data" / "test.csv"
+    test_csv.write_text(test_csv.read_text() + "where is my parcel,parcel_tracking\n")
+    _one_line_error(tsd("collect", task, "--workdir", tmp_path / "w"), 2, "unknown label 'parcel_tracking'",
+                    "test.csv:")
+
+
+def test_stage_before_its_input_exists(tmp_path: Path) -> None:
+    task = write_slice(tmp_path)
+    _one_line_error(tsd("export", task, "--workdir", tmp_path / "w"), 2, "no student", "tsd-edge distill")
+
+
+def test_gate_on_missing_or_foreign_file(tmp_path: Path) -> None:
+    _one_line_error(tsd("gate", tmp_path / "none.tsdpkg"), 2, "package not found")
+    junk = tmp_path / "junk.tsdpkg"
+    junk.write_bytes(b"not a tar at all" * 100)
+    _one_line_error(tsd("gate", junk), 2, "not a tsd-edge package")
+
+
+def test_profiles_lists_cpu_x86() -> None:
+    ran = tsd("profiles")
+    assert ran.code == 0 and "cpu-x86" in ran.out and "onnxruntime" in ran.out
