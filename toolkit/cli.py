@@ -223,11 +223,12 @@ def _stage_table(run_dir: Any) -> None:
     for path in paths:
         r = AgreementReport.load(path)
         fid = r.fidelity["prediction_match"] if r.fidelity else None
+        itself = r.stage == "teacher"  # the teacher's row is there for its accuracy on the gold labels
         table.add_row(
             r.stage,
             str(r.n),
-            f"{r.agreement:.4f}",
-            f"{r.ci95[0]:.3f}–{r.ci95[1]:.3f}",
+            "—" if itself else f"{r.agreement:.4f}",
+            "" if itself else f"{r.ci95[0]:.3f}–{r.ci95[1]:.3f}",
             "" if r.gold_accuracy is None else f"{r.gold_accuracy:.3f}",
             "" if fid is None else f"{fid:.4f}",
             "" if r.threshold is None else ("yes" if r.passed else "[red]no[/]"),

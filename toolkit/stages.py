@@ -132,10 +132,12 @@ def collect(task: Task, run: RunDir, *, limit: int | None = None, dry_run: bool 
             data={"pending": res.pending},
         )
     dropped = ", ".join(f"{r.source}: kept {r.kept}/{r.total}" for r in relevance)
-    summary_ = (
-        f"{res.asked} asked ({res.rate:.0f}/s), {res.already} already answered, "
-        f"{res.rejected} rejected; relevance ≥ {task.relevance.threshold}: {dropped}"
+    asked = (
+        f"{res.asked} asked ({res.rate:.0f}/s), {res.already} already answered, {res.rejected} rejected"
+        if res.asked
+        else f"all {res.inputs} inputs already answered"
     )
+    summary_ = f"{asked}; relevance ≥ {task.relevance.threshold}: {dropped}"
     return StageResult("collect", res.asked == 0, summary_, report, {"relevance": [r.__dict__ for r in relevance]})
 
 
