@@ -24,7 +24,10 @@ def tsd(*args: str | Path, cwd: Path | None = None, timeout: float = 900) -> Ran
     """Run the real `tsd-edge` CLI in a fresh interpreter."""
     proc = subprocess.run(
         [sys.executable, "-m", "tsd_edge", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
     )
     return Ran(proc.returncode, proc.stdout, proc.stderr)

@@ -8,8 +8,16 @@ import shutil
 from pathlib import Path
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "banking77"
-LABELS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "pin_blocked", "top_up_failed",
-          "cash_withdrawal_charge", "transfer_not_received_by_recipient", "age_limit"]
+LABELS = [
+    "card_arrival",
+    "lost_or_stolen_card",
+    "exchange_rate",
+    "pin_blocked",
+    "top_up_failed",
+    "cash_withdrawal_charge",
+    "transfer_not_received_by_recipient",
+    "age_limit",
+]
 
 
 def _rows(path: Path, per_label: int) -> list[dict[str, str]]:
@@ -23,8 +31,15 @@ def _rows(path: Path, per_label: int) -> list[dict[str, str]]:
     return out
 
 
-def write_slice(folder: Path, *, train_per_label: int = 40, test_per_label: int = 25, hotels: int = 60,
-                threshold: float = 0.7, extra: str = "") -> Path:
+def write_slice(
+    folder: Path,
+    *,
+    train_per_label: int = 40,
+    test_per_label: int = 25,
+    hotels: int = 60,
+    threshold: float = 0.7,
+    extra: str = "",
+) -> Path:
     """Write a task folder (task.yaml + data) and return the task file's path."""
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,12 @@ def test_banking77_sample_meets_the_spine_targets(tmp_path: Path) -> None:
     assert student["details"]["parameters"] <= 6_000_000
     assert student["agreement"] >= 0.88
     assert student["agreement"] - int8["agreement"] <= 0.01
-    gate = tsd("gate", tmp_path / "run" / "dist" / "banking77-cpu-x86.tsdpkg", "--json", tmp_path / "g.json",
-               "--junit", tmp_path / "g.xml")
+    gate = tsd(
+        "gate",
+        tmp_path / "run" / "dist" / "banking77-cpu-x86.tsdpkg",
+        "--json",
+        tmp_path / "g.json",
+        "--junit",
+        tmp_path / "g.xml",
+    )
     assert gate.code == 0, gate.out

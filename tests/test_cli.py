@@ -24,7 +24,8 @@ def test_help_does_not_import_torch() -> None:
     code = (
         "import sys\nfrom tsd_edge.cli import main\nsys.argv=['tsd-edge','--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in ('torch','transformers','onnxruntime','onnx','sentence_transformers') if m in sys.modules)\n"
+        "heavy = ('torch', 'transformers', 'onnxruntime', 'onnx', 'sentence_transformers')\n"
+        "heavy = sorted(m for m in heavy if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -32,8 +33,9 @@ def test_help_does_not_import_torch() -> None:
     assert "HEAVY []" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("command", ["collect", "distill", "export", "compile", "check", "package", "run", "gate",
-                                     "profiles"])
+@pytest.mark.parametrize(
+    "command", ["collect", "distill", "export", "compile", "check", "package", "run", "gate", "profiles"]
+)
 def test_every_command_has_help(command: str) -> None:
     ran = tsd(command, "--help")
     assert ran.code == 0 and "Usage" in ran.out
@@ -56,16 +58,21 @@ def test_task_with_bad_yaml(tmp_path: Path) -> None:
 
 def test_unknown_target_suggests_the_closest(tmp_path: Path) -> None:
     task = write_slice(tmp_path)
-    _one_line_error(tsd("compile", task, "--target", "cpu-x68", "--workdir", tmp_path / "w"), 2,
-                    "unknown target 'cpu-x68'", "did you mean 'cpu-x86'")
+    _one_line_error(
+        tsd("compile", task, "--target", "cpu-x68", "--workdir", tmp_path / "w"),
+        2,
+        "unknown target 'cpu-x68'",
+        "did you mean 'cpu-x86'",
+    )
 
 
 def test_unknown_label_in_data(tmp_path: Path) -> None:
     task = write_slice(tmp_path)
     test_csv = tmp_path / "data" / "test.csv"
     test_csv.write_text(test_csv.read_text() + "where is my parcel,parcel_tracking\n")
-    _one_line_error(tsd("collect", task, "--workdir", tmp_path / "w"), 2, "unknown label 'parcel_tracking'",
-                    "test.csv:")
+    _one_line_error(
+        tsd("collect", task, "--workdir", tmp_path / "w"), 2, "unknown label 'parcel_tracking'", "test.csv:"
+    )
 
 
 def test_stage_before_its_input_exists(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tsd_edge.encoder import encoder_dir
 from tsd_edge.exporters import get_backend
 from tsd_edge.exporters.base import Artifact
@@ -36,8 +35,17 @@ def _protos(dim: int = 384, seed: int = 0) -> np.ndarray:
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide student from a config, with the task-pruned teacher tokenizer."""
     model, tok = build_student(
-        init="config", teacher_dir=encoder_dir("all-MiniLM-L6-v2"), labels=LABELS, prototypes=_protos(),
-        teacher_temperature=0.05, texts=TEXTS, layers=2, max_length=32, hidden=32, heads=2, intermediate=64,
+        init="config",
+        teacher_dir=encoder_dir("all-MiniLM-L6-v2"),
+        labels=LABELS,
+        prototypes=_protos(),
+        teacher_temperature=0.05,
+        texts=TEXTS,
+        layers=2,
+        max_length=32,
+        hidden=32,
+        heads=2,
+        intermediate=64,
     )
     out = tmp_path_factory.mktemp("tiny")
     save_student(model, tok, out)
@@ -65,16 +73,23 @@ def test_teacher_init_copies_weights_and_stays_small() -> None:
 
     teacher_dir = encoder_dir("all-MiniLM-L6-v2")
     model, tok = build_student(
-        init="teacher", teacher_dir=teacher_dir, labels=LABELS, prototypes=_protos(), teacher_temperature=0.05,
-        texts=TEXTS, layers=2, max_length=64,
+        init="teacher",
+        teacher_dir=teacher_dir,
+        labels=LABELS,
+        prototypes=_protos(),
+        teacher_temperature=0.05,
+        texts=TEXTS,
+        layers=2,
+        max_length=64,
     )
     teacher = {k.removeprefix("bert."): v for k, v in load_file(str(teacher_dir / "model.safetensors")).items()}
     last = "encoder.layer.5.attention.self.query.weight"
     assert (model.bert.state_dict()["encoder.layer.1.attention.self.query.weight"] == teacher[last]).all()
     cls_old = json.loads((teacher_dir / "tokenizer.json").read_text())["model"]["vocab"]["[CLS]"]
     cls_new = tok["model"]["vocab"]["[CLS]"]
-    assert (model.bert.embeddings.word_embeddings.weight[cls_new] == teacher["embeddings.word_embeddings.weight"][
-        cls_old]).all()
+    assert (
+        model.bert.embeddings.word_embeddings.weight[cls_new] == teacher["embeddings.word_embeddings.weight"][cls_old]
+    ).all()
     assert count_parameters(model) < 6_000_000
     assert spread_layers(2, 6) == [0, 5] and spread_layers(3, 6) == [0, 2, 5]
 

@@ -142,11 +142,6 @@ def test_misspelt_top_level_key_is_an_error(tmp_path: Path) -> None:
     assert "task.yaml:5: agrement: unknown field" in message
 
 
-@pytest.mark.xfail(
-    reason="bug: toolkit/task.py _line_of points at the value, not the key: an unknown field whose value "
-    "is a mapping on the next lines is reported one line late",
-    strict=True,
-)
 def test_unknown_section_is_reported_at_its_key_line(tmp_path: Path) -> None:
     message = load_error(write_task(tmp_path, MINIMAL + "agrement:\n  threshold: 0.9\n"))
     assert "task.yaml:5: agrement: unknown field" in message
@@ -282,32 +277,17 @@ def test_empty_label_name_inline_is_refused(tmp_path: Path) -> None:
     assert "task.yaml:4: labels.1" in message
 
 
-@pytest.mark.xfail(
-    reason="bug: toolkit/task.py _load_labels iterates a JSON labels file without checking it is a list; "
-    "a number gives a bare TypeError instead of InputError",
-    strict=True,
-)
 def test_labels_json_that_is_a_number_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "labels.json").write_text("5", encoding="utf-8")
     load_error(write_task(tmp_path, "name: demo\nlabels: labels.json\ninputs:\n  - path: in.txt\n"))
 
 
-@pytest.mark.xfail(
-    reason="bug: toolkit/task.py _load_labels accepts a JSON object or string as the label list "
-    "(iterates its keys / characters) instead of refusing it",
-    strict=True,
-)
 @pytest.mark.parametrize("content", ['{"x": 1, "y": 2}', '"abc"'])
 def test_labels_json_that_is_not_a_list_is_refused(tmp_path: Path, content: str) -> None:
     (tmp_path / "labels.json").write_text(content, encoding="utf-8")
     load_error(write_task(tmp_path, "name: demo\nlabels: labels.json\ninputs:\n  - path: in.txt\n"))
 
 
-@pytest.mark.xfail(
-    reason="bug: toolkit/task.py _load_labels builds LabelSpec from a JSON dict without catching pydantic's "
-    "ValidationError (a non-string description escapes as a multi-line ValidationError)",
-    strict=True,
-)
 def test_labels_json_with_bad_description_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "labels.json").write_text('[{"name": "a", "description": 3}, "b"]', encoding="utf-8")
     load_error(write_task(tmp_path, "name: demo\nlabels: labels.json\ninputs:\n  - path: in.txt\n"))

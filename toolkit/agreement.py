@@ -97,7 +97,7 @@ def compare(
         delta = np.abs(np.asarray(logits, np.float64) - np.asarray(reference_logits, np.float64))
         fidelity = {
             "reference": reference,
-            "prediction_match": float(np.mean(logits.argmax(1) == reference_logits.argmax(1))),
+            "prediction_match": float(np.mean(logits.argmax(1) == reference_logits.argmax(1))) if n else 1.0,
             "max_abs_dlogit": float(delta.max()) if delta.size else 0.0,
             "mean_abs_dlogit": float(delta.mean()) if delta.size else 0.0,
         }

@@ -55,7 +55,11 @@ def _rows(path: Path, fmt: str, text_field: str, label_field: str | None) -> Ite
                     raise InputError(f"{path}:{n}: not valid JSON ({exc.msg}); one JSON object per line") from None
                 if not isinstance(obj, dict) or text_field not in obj:
                     raise InputError(f"{path}:{n}: no '{text_field}' field; set text_field in the task file")
-                yield n, str(obj[text_field]), (str(obj[label_field]) if label_field and obj.get(label_field) else None)
+                yield (
+                    n,
+                    str(obj[text_field]),
+                    (str(obj[label_field]) if label_field and obj.get(label_field) is not None else None),
+                )
         else:
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []

@@ -65,8 +65,8 @@ def write_package(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) 
         if not _NAME.fullmatch(name) or name == MANIFEST:
             raise ValueError(f"bad package member name {name!r}")
     manifest = {
-        "schema": SCHEMA,
         **manifest,
+        "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in sorted(files.items())},
     }
@@ -88,8 +88,10 @@ def read_package(path: Path, dest: Path) -> Package:
         raise InputError(f"package not found: {path}")
     try:
         tar = tarfile.open(path, "r:gz")  # noqa: SIM115 - closed by the `with tar` below
-    except (tarfile.TarError, OSError):
-        raise InputError(f"{path}: not a tsd-edge package (not a gzip tar); give a file from `tsd-edge package`") from None
+    except (tarfile.TarError, OSError, EOFError):
+        raise InputError(
+            f"{path}: not a tsd-edge package (not a gzip tar); give a file from `tsd-edge package`"
+        ) from None
     dest.mkdir(parents=True, exist_ok=True)
     contents: dict[str, bytes] = {}
     total = 0
@@ -125,7 +127,8 @@ def read_package(path: Path, dest: Path) -> Package:
         extra, missing = sorted(set(contents) - set(listed)), sorted(set(listed) - set(contents))
         raise PackageIntegrityError(f"{path}: files differ from the manifest (extra {extra}, missing {missing})")
     for name, data in contents.items():
-        if sha256_bytes(data) != listed[name].get("sha256"):
+        entry = listed[name]
+        if not isinstance(entry, dict) or sha256_bytes(data) != entry.get("sha256"):
             raise PackageIntegrityError(f"{path}: {name} does not match its SHA-256 in the manifest (changed)")
     for name, data in contents.items():
         (dest / name).write_bytes(data)

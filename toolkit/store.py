@@ -145,9 +145,11 @@ class PairStore:
         ]
         with self.db:
             cur = self.db.executemany(
-                "INSERT OR IGNORE INTO pairs (input_hash, teacher, input, source, gold, split, status, reason, raw,"
+                "INSERT INTO pairs (input_hash, teacher, input, source, gold, split, status, reason, raw,"
                 " label, probs, embedding, relevance, relevant, latency_ms, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                # only a pair already stored is skipped; a row breaking a CHECK is an error, not silence
+                " ON CONFLICT (input_hash, teacher) DO NOTHING",
                 rows,
             )
         return cur.rowcount

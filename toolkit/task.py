@@ -186,6 +186,8 @@ def _load_labels(task: Task, task_path: Path) -> list[LabelSpec]:
                 items = json.loads(file.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise InputError(f"{file}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+            if not isinstance(items, list):
+                raise InputError(f"{file}: a labels file holds a JSON list of names or {{name, description}}")
         else:
             items = [ln.strip() for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
     else:
@@ -196,7 +198,11 @@ def _load_labels(task: Task, task_path: Path) -> list[LabelSpec]:
             specs.append(item)
         elif isinstance(item, str) and item:
             specs.append(LabelSpec(name=item))
-        elif isinstance(item, dict) and isinstance(item.get("name"), str):
+        elif (
+            isinstance(item, dict)
+            and isinstance(item.get("name"), str)
+            and isinstance(item.get("description", ""), str | None)
+        ):
             specs.append(LabelSpec(name=item["name"], description=item.get("description")))
         else:
             raise InputError(
@@ -233,18 +239,18 @@ def _describe(exc: ValidationError, path: Path, text: str) -> str:
 
 
 def _line_of(node: Any, loc: list[Any]) -> int | None:
+    """The line of the YAML node a pydantic error path points at (the key's line for a mapping entry)."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if getattr(k, "value", None) == key]
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == key]
             if not match:
-                # the field is missing or unknown: point at the key itself when it is there
-                keys = [k for k, _ in node.value if getattr(k, "value", None) == key]
-                return keys[0].start_mark.line + 1 if keys else line
-            node = match[0]
+                return line  # a missing field: the line of the mapping that should hold it
+            key_node, node = match[0]
+            line = key_node.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
+            line = node.start_mark.line + 1
         else:
             return line
-        line = node.start_mark.line + 1
     return line
