@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..digest import sha256_file
 from ..errors import RuntimeMissingError
 from ..targets import Profile
 from .base import Artifact, Batch
@@ -23,12 +24,6 @@ from .base import Artifact, Batch
 INPUTS = ("input_ids", "attention_mask")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class OnnxRuntimeRunner:

@@ -171,6 +171,7 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
             epochs_run = epoch
             agreement = compare("student", teacher_held, predict(held)).agreement  # type: ignore[arg-type]
             history.append({"epoch": epoch, "agreement": agreement, "loss": total / len(train)})
+            bar.update(0, description=f"distill (epoch {epoch}: held-out agreement {agreement:.4f})")
             if agreement > best[0]:
                 best = (agreement, epoch, copy.deepcopy(model.state_dict()))
             elif epoch - best[1] >= cfg.patience:

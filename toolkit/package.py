@@ -11,7 +11,6 @@ unpickled, and files are written by this code (never by `tarfile.extract`), insi
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import platform
@@ -23,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .digest import sha256_bytes
 from .errors import InputError, TsdEdgeError
 
 SCHEMA = "tsd-edge/package/1"
@@ -53,10 +53,6 @@ def versions(*packages: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def write_package(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> Path:

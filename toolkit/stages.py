@@ -25,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .agreement import AgreementReport, compare
+from .digest import sha256_file
 from .errors import InputError, RefusedError
 from .store import Pair, PairStore
 from .targets import Profile, load_profile
@@ -79,12 +80,6 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _teacher(task: Task) -> Any:
@@ -191,7 +186,7 @@ def _labels(run: RunDir) -> list[str]:
 def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     if not (run.student / "model.safetensors").is_file():
         raise InputError(f"no student in {run.student}: run `tsd-edge distill` first")
-    key = fingerprint(file_hash(run.student / "model.safetensors"), file_hash(run.student / "tokenizer.json"))
+    key = fingerprint(sha256_file(run.student / "model.safetensors"), sha256_file(run.student / "tokenizer.json"))
     if not force and run.up_to_date("export", key, run.onnx, run.report("onnx")):
         report = AgreementReport.load(run.report("onnx"))
         report.threshold = task.agreement.threshold
@@ -217,7 +212,7 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     report = _report("onnx", task, run, held, logits, reference)
     report.details = {"validation": validation.to_dict(), "opset": 17}
     report.save(run.report("onnx"))
-    run.finish("export", key, onnx_sha256=file_hash(run.onnx))
+    run.finish("export", key, onnx_sha256=sha256_file(run.onnx))
     return StageResult(
         "export", False, f"{_agreement_line(report)}; matches PyTorch to {validation.max_abs_diff:.1e}", report
     )
@@ -250,7 +245,7 @@ def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> Sta
     if not run.onnx.is_file():
         raise InputError(f"no ONNX model in {run.onnx}: run `tsd-edge export` first")
     out = run.compiled(profile.name)
-    key = fingerprint(file_hash(run.onnx), profile.model_dump(mode="json"))
+    key = fingerprint(sha256_file(run.onnx), profile.model_dump(mode="json"))
     if not force and run.up_to_date(f"compile-{profile.name}", key, out / "artifact.json"):
         artifact = Artifact.load_meta(out / "artifact.json")
         return StageResult(f"compile {profile.name}", True, _artifact_line(artifact))
@@ -259,7 +254,7 @@ def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> Sta
     artifact = backend.build(run.onnx, profile, calibration, out)
     artifact.build["profile"] = profile.name
     artifact.save_meta(out / "artifact.json")
-    run.finish(f"compile-{profile.name}", key, artifact_sha256=file_hash(artifact.path))
+    run.finish(f"compile-{profile.name}", key, artifact_sha256=sha256_file(artifact.path))
     return StageResult(f"compile {profile.name}", False, _artifact_line(artifact))
 
 
@@ -293,7 +288,7 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
     with PairStore(run.pairs) as store:
         teacher_fp = _teacher(task).fingerprint
         held = _heldout(store, teacher_fp)
-        key = fingerprint(file_hash(artifact.path), store.digest(teacher_fp), task.settings("agreement"))
+        key = fingerprint(sha256_file(artifact.path), store.digest(teacher_fp), task.settings("agreement"))
     if not force and run.up_to_date(stage, key, run.report(profile.name)):
         report = AgreementReport.load(run.report(profile.name))
         return StageResult(f"check {profile.name}", True, _check_line(report, task), report)
