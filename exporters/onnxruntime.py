@@ -111,16 +111,18 @@ def _quantize_static(src: Path, out: Path, calibration: Sequence[Batch], profile
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"],
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            # uint8 activations: with int8 ones this CPU build of ORT falls back to kernels ~10x slower
+            # than fp32 (measured on Banking77's student); agreement is the same either way
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            extra_options={"WeightSymmetric": True},
         )
     hasher = hashlib.sha256()
     for batch in calibration:
         hasher.update(np.ascontiguousarray(batch["input_ids"]).tobytes())
     return {
-        "quantization": "static QDQ, MatMul, per-channel int8 weights, int8 activations",
+        "quantization": "static QDQ, MatMul, per-channel int8 weights, uint8 activations",
         "calibration_method": profile.calibration.method,
         "calibration_batches": len(calibration),
         "calibration_sha256": hasher.hexdigest(),

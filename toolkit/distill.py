@@ -87,6 +87,7 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
         max_length=spec.max_length,
         prune_vocab=spec.prune_vocab,
         teacher_layers=spec.teacher_layers,
+        dropout=spec.dropout,
         hidden=spec.hidden,
         heads=spec.heads,
         intermediate=spec.intermediate,
@@ -113,8 +114,13 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
     texts = [p.input for p in train]
     lengths = encode.lengths(texts)
 
+    # no weight decay on biases and LayerNorm; fused AdamW is 10x faster a step on CPU with a large embedding
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cpu" or None
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        fused=device.type == "cpu" or None,
     )
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     warmup = int(steps * cfg.warmup)

@@ -11,7 +11,9 @@ from .exporters.base import Runner
 from .tokenization import TextEncoder, length_batches
 
 
-def predict_logits(runner: Runner, encode: TextEncoder, texts: list[str], batch_size: int = 64) -> np.ndarray:
+def predict_logits(runner: Runner, encode: TextEncoder, texts: list[str], batch_size: int = 16) -> np.ndarray:
+    """Logits for every text. Batches of 16: measured on Banking77's INT8 package, ONNX Runtime peaks at
+    134 MiB and runs as fast as with 64 (203 MiB), because its arena grows with the largest batch."""
     out: np.ndarray | None = None
     for idx in length_batches(encode.lengths(texts), batch_size):
         logits = runner.run(encode([texts[i] for i in idx]))

@@ -265,13 +265,13 @@ def _artifact_line(artifact: Any) -> str:
 
 def _calibration(task: Task, run: RunDir, profile: Profile) -> list[dict[str, np.ndarray]]:
     """Calibration batches from the task's own relevant training inputs (never the held-out ones)."""
-    from .tokenization import length_batches
-
     with PairStore(run.pairs) as store:
         texts = [p.input for p in store.pairs(_teacher(task).fingerprint, split="train", relevant=True)]
     texts = texts[: profile.calibration.samples]  # pairs come ordered by input hash: a fixed, unbiased sample
     encode = _encoder(run, task)
-    return [encode([texts[i] for i in idx]) for idx in length_batches(encode.lengths(texts), 16)]
+    # one padded length for every batch: the percentile and entropy calibrators stack all batches
+    width = max(encode.lengths(texts), default=1)
+    return [encode(texts[i : i + 16], pad_to=width) for i in range(0, len(texts), 16)]
 
 
 def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> StageResult:

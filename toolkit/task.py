@@ -79,6 +79,7 @@ class StudentSpec(_Strict):
     intermediate: int = Field(default=1536, ge=8)
     prune_vocab: bool = True
     max_length: int = Field(default=64, ge=8, le=512)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
     max_params: int | None = Field(default=6_000_000, gt=0)
 
 

@@ -21,9 +21,10 @@ class TextEncoder:
         self.tokenizer.enable_truncation(max_length)
         self.max_length = max_length
 
-    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def __call__(self, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """Token ids and attention mask, padded to the longest text (or to `pad_to`)."""
         encodings = self.tokenizer.encode_batch(texts)
-        width = max((len(e.ids) for e in encodings), default=1)
+        width = pad_to or max((len(e.ids) for e in encodings), default=1)
         ids = np.zeros((len(texts), width), dtype=np.int64)
         mask = np.zeros((len(texts), width), dtype=np.int64)
         for row, enc in enumerate(encodings):
