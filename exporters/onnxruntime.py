@@ -24,8 +24,6 @@ from .base import Artifact, Batch
 INPUTS = ("input_ids", "attention_mask")
 
 
-
-
 class OnnxRuntimeRunner:
     def __init__(self, path: Path, threads: int | None) -> None:
         import onnxruntime as ort

@@ -80,8 +80,6 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()
 
 
-
-
 def _teacher(task: Task) -> Any:
     from .teachers import load_teacher
 
