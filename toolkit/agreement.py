@@ -35,6 +35,7 @@ class AgreementReport:
     agreement: float
     ci95: tuple[float, float]
     threshold: float | None = None
+    rule: str = "point"
     per_label: dict[str, dict[str, float]] = field(default_factory=dict)
     confusions: list[dict[str, Any]] = field(default_factory=list)
     fidelity: dict[str, Any] | None = None
@@ -43,8 +44,13 @@ class AgreementReport:
     schema: str = SCHEMA
 
     @property
+    def judged(self) -> float:
+        """The figure the threshold is held against: the agreement, or its lower 95% bound (`strict`)."""
+        return self.ci95[0] if self.rule == "strict" else self.agreement
+
+    @property
     def passed(self) -> bool:
-        return self.threshold is None or self.agreement >= self.threshold
+        return self.threshold is None or self.judged >= self.threshold
 
     def __bool__(self) -> bool:
         return self.passed
@@ -64,12 +70,31 @@ class AgreementReport:
         return cls(**data)
 
 
+def inputs_needed(agreement: float, threshold: float, limit: int = 1_000_000) -> int | None:
+    """How many held-out inputs the strict rule needs before an agreement this high can clear the
+    threshold (None when it never can: the agreement itself is under the threshold)."""
+    if agreement <= threshold:
+        return None
+    n = 1
+    while n <= limit:
+        if wilson(round(agreement * n), n)[0] >= threshold:
+            # doubling found an n that suffices; bisect back to the smallest
+            lo, hi = n // 2, n
+            while lo + 1 < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if wilson(round(agreement * mid), mid)[0] >= threshold else (mid, hi)
+            return hi
+        n *= 2
+    return None
+
+
 def compare(
     stage: str,
     teacher: list[str],
     predicted: list[str],
     *,
     threshold: float | None = None,
+    rule: str = "point",
     texts: list[str] | None = None,
     gold: list[str | None] | None = None,
     logits: np.ndarray | None = None,
@@ -112,6 +137,7 @@ def compare(
         agreement=k / n if n else 0.0,
         ci95=wilson(k, n),
         threshold=threshold,
+        rule=rule,
         per_label=per_label,
         confusions=confusions,
         fidelity=fidelity,

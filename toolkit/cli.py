@@ -152,14 +152,19 @@ def check(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, fo
 
 
 @app.command()
-def package(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None) -> None:
+def package(
+    task: TaskArg,
+    target: Target = "cpu-x86",
+    workdir: Workdir = None,
+    sign: Annotated[Path | None, typer.Option(help="sign the manifest with this ed25519 private key")] = None,
+) -> None:
     """Write dist/<task>-<target>.tsdpkg, only if the compiled agreement holds (else exit 3)."""
 
     def body() -> None:
         from . import stages
 
         t, run = _load(task, workdir)
-        _show(stages.package(t, run, target))
+        _show(stages.package(t, run, target, sign=sign))
 
     _guard(body)
 
@@ -239,28 +244,57 @@ def _stage_table(run_dir: Any) -> None:
 @app.command()
 def gate(
     packages: Annotated[list[Path], typer.Argument(help="one or more .tsdpkg files")],
+    baseline: Annotated[Path | None, typer.Option(help="fail if agreement dropped against this package")] = None,
+    max_drop: Annotated[float, typer.Option(help="largest drop allowed against --baseline")] = 0.01,
+    trust: Annotated[Path | None, typer.Option(help="ed25519 public key the packages must be signed with")] = None,
     threshold: Annotated[float | None, typer.Option(help="override the packaged threshold")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = Path("tsd-gate.json"),
     junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = Path("tsd-gate.junit.xml"),
+    summary: Annotated[
+        Path | None, typer.Option(help="append a Markdown summary here [default: $GITHUB_STEP_SUMMARY when set]")
+    ] = None,
     threads: Annotated[int, typer.Option(help="inference threads")] = 1,
 ) -> None:
     """CI gate: verify each package and re-run its artifact on its held-out inputs; exit 1 if any fails."""
 
     def body() -> int:
-        from .gate import gate_package, write_junit
+        from .gate import gate_package, markdown, write_junit
 
-        results = [gate_package(p, threshold, threads) for p in packages]
+        results = [
+            gate_package(p, threshold, threads, baseline=baseline, max_drop=max_drop, trust=trust) for p in packages
+        ]
         console = _console()
         for r in results:
             status = "[green]PASS[/]" if r else "[bold red]FAIL[/]"
-            console.print(f"{status} {r.package}", soft_wrap=True)
+            console.print(f"{status} {r.package} [dim]({r.seconds:.1f} s)[/]", soft_wrap=True)
             for c in r.checks:
-                console.print(f"  {'✓' if c.passed else '✗'} {c.name}: {c.message}", soft_wrap=True)
+                console.print(f"  {'✓' if c.passed else '✗'} {c.name}: {c.message}", soft_wrap=True, markup=False)
         if json_out:
             json_out.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n", encoding="utf-8")
         if junit:
             write_junit(results, junit)
+        md_path = summary or (
+            Path(os.environ["GITHUB_STEP_SUMMARY"]) if os.environ.get("GITHUB_STEP_SUMMARY") else None
+        )
+        if md_path:
+            with md_path.open("a", encoding="utf-8") as fh:
+                fh.write(markdown(results))
         return 0 if all(results) else 1
+
+    _guard(body)
+
+
+@app.command()
+def keygen(
+    key: Annotated[Path, typer.Argument(help="private key file to write; the public key goes to KEY.pub")],
+) -> None:
+    """Make an ed25519 key pair for signing packages (package --sign KEY, gate --trust KEY.pub)."""
+
+    def body() -> None:
+        from .signing import keygen as make
+
+        private, public = make(key)
+        _console().print(f"private key: {private} (keep it secret)\npublic key:  {public} (give it to gate --trust)")
 
     _guard(body)
 

@@ -192,6 +192,7 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
         teacher_held,
         predict(held),
         threshold=task.agreement.threshold,  # type: ignore[arg-type]
+        rule=task.agreement.rule,
         texts=[p.input for p in held],
         gold=[p.gold for p in held],
     )

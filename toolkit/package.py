@@ -27,6 +27,7 @@ from .errors import InputError, TsdEdgeError
 
 SCHEMA = "tsd-edge/package/1"
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"  # ed25519 over manifest.json's bytes; optional
 MAX_MEMBER_BYTES = 2 << 30
 MAX_TOTAL_BYTES = 4 << 30
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -40,6 +41,8 @@ class PackageIntegrityError(TsdEdgeError):
 class Package:
     root: Path
     manifest: dict[str, Any]
+    signed: bool = False
+    verified: bool = False  # the signature checked out against a trusted key
 
     def file(self, name: str) -> Path:
         return self.root / name
@@ -55,10 +58,10 @@ def versions(*packages: str) -> dict[str, str]:
     return out
 
 
-def write_package(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> Path:
-    """Write `files` (name → content) and a manifest binding them by hash. Returns the package path."""
+def write_package(out: Path, files: dict[str, bytes], manifest: dict[str, Any], sign_key: Path | None = None) -> Path:
+    """Write `files` (name → content) and a manifest binding them by hash, signed with `sign_key` if given."""
     for name in files:
-        if not _NAME.fullmatch(name) or name == MANIFEST:
+        if not _NAME.fullmatch(name) or name in (MANIFEST, SIGNATURE):
             raise ValueError(f"bad package member name {name!r}")
     manifest = {
         **manifest,
@@ -66,7 +69,12 @@ def write_package(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "files": {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in sorted(files.items())},
     }
-    members = {MANIFEST: json.dumps(manifest, indent=2, sort_keys=True).encode(), **files}
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    members = {MANIFEST: manifest_bytes, **files}
+    if sign_key is not None:
+        from .signing import sign
+
+        members[SIGNATURE] = sign(manifest_bytes, sign_key)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".partial")
     with tarfile.open(tmp, "w:gz") as tar:
@@ -78,8 +86,10 @@ def write_package(out: Path, files: dict[str, bytes], manifest: dict[str, Any]) 
     return out
 
 
-def read_package(path: Path, dest: Path) -> Package:
-    """Verify and unpack `path` into `dest`. Raises PackageIntegrityError with one line on any doubt."""
+def read_package(path: Path, dest: Path, trust: Path | None = None) -> Package:
+    """Verify and unpack `path` into `dest`. Raises PackageIntegrityError with one line on any doubt.
+
+    With `trust` (a public key), the package must carry a signature that verifies with it."""
     if not path.is_file():
         raise InputError(f"package not found: {path}")
     try:
@@ -113,8 +123,19 @@ def read_package(path: Path, dest: Path) -> Package:
             raise PackageIntegrityError(f"{path}: damaged archive ({exc})") from None
     if MANIFEST not in contents:
         raise PackageIntegrityError(f"{path}: no {MANIFEST}")
+    manifest_bytes = contents.pop(MANIFEST)
+    signature = contents.pop(SIGNATURE, None)
+    verified = False
+    if trust is not None:
+        from .signing import verify
+
+        if signature is None:
+            raise PackageIntegrityError(f"{path}: not signed, but a trusted key was given (sign with package --sign)")
+        if not verify(manifest_bytes, signature, trust):
+            raise PackageIntegrityError(f"{path}: signature does not verify with {trust} (changed, or another key)")
+        verified = True
     try:
-        manifest = json.loads(contents.pop(MANIFEST))
+        manifest = json.loads(manifest_bytes)
         listed = manifest["files"]
         assert manifest.get("schema") == SCHEMA and isinstance(listed, dict)
     except (ValueError, KeyError, TypeError, AssertionError):
@@ -128,4 +149,4 @@ def read_package(path: Path, dest: Path) -> Package:
             raise PackageIntegrityError(f"{path}: {name} does not match its SHA-256 in the manifest (changed)")
     for name, data in contents.items():
         (dest / name).write_bytes(data)
-    return Package(dest, manifest)
+    return Package(dest, manifest, signed=signature is not None, verified=verified)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .agreement import AgreementReport, compare
+from .agreement import AgreementReport, compare, inputs_needed
 from .digest import sha256_file
 from .errors import InputError, RefusedError
 from .store import Pair, PairStore
@@ -147,7 +147,7 @@ def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
         key = fingerprint(task.settings("student", "training", "teacher", "split"), store.digest(teacher.fingerprint))
         if not force and run.up_to_date("distill", key, run.student / "model.safetensors", run.report("student")):
             report = AgreementReport.load(run.report("student"))
-            report.threshold = task.agreement.threshold
+            report.threshold, report.rule = task.agreement.threshold, task.agreement.rule
             report.save(run.report("student"))
             return StageResult("distill", True, _agreement_line(report), report)
         from .distill import distill as train
@@ -187,7 +187,7 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     key = fingerprint(sha256_file(run.student / "model.safetensors"), sha256_file(run.student / "tokenizer.json"))
     if not force and run.up_to_date("export", key, run.onnx, run.report("onnx")):
         report = AgreementReport.load(run.report("onnx"))
-        report.threshold = task.agreement.threshold
+        report.threshold, report.rule = task.agreement.threshold, task.agreement.rule
         report.save(run.report("onnx"))
         return StageResult("export", True, _agreement_line(report), report)
     from .exporters.onnx import export_onnx
@@ -225,6 +225,7 @@ def _report(
         [p.label for p in held],
         [labels[i] for i in logits.argmax(1)],  # type: ignore[misc]
         threshold=task.agreement.threshold,
+        rule=task.agreement.rule,
         texts=[p.input for p in held],
         gold=[p.gold for p in held],
         logits=logits,
@@ -316,22 +317,30 @@ def _check_line(report: AgreementReport, task: Task) -> str:
 
 def verdict(task: Task, run: RunDir, report: AgreementReport) -> str | None:
     """Why the compiled artifact may not ship, or None when it may."""
+    spec = task.agreement
+    if report.n < spec.min_n:
+        return f"only {report.n} held-out inputs, agreement.min_n is {spec.min_n}: add inputs or raise split.heldout"
     if not report.passed:
-        return f"agreement {report.agreement:.4f} is under the threshold {task.agreement.threshold}"
+        if spec.rule == "strict":
+            need = inputs_needed(report.agreement, spec.threshold)
+            more = f"; about {need} held-out inputs would let {report.agreement:.4f} clear it" if need else ""
+            return (
+                f"the lower 95% bound of agreement, {report.ci95[0]:.4f} (n={report.n}), is under the threshold "
+                f"{spec.threshold} (rule: strict){more}"
+            )
+        return f"agreement {report.agreement:.4f} is under the threshold {spec.threshold}"
     student = run.report("student")
-    if task.agreement.max_drop is not None and student.is_file():
+    if spec.max_drop is not None and student.is_file():
         drop = AgreementReport.load(student).agreement - report.agreement
-        if drop > task.agreement.max_drop:
-            return f"agreement fell {drop:.4f} from the fp32 student, over agreement.max_drop={task.agreement.max_drop}"
-    if report.n < task.agreement.min_n:
-        return f"only {report.n} held-out inputs; agreement.min_n needs {task.agreement.min_n}: add inputs"
+        if drop > spec.max_drop:
+            return f"agreement fell {drop:.4f} from the fp32 student, over agreement.max_drop={spec.max_drop}"
     return None
 
 
 # -- package ---------------------------------------------------------------------------------------
 
 
-def package(task: Task, run: RunDir, target: str) -> StageResult:
+def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -> StageResult:
     from .exporters.base import Artifact
     from .package import versions, write_package
 
@@ -364,11 +373,12 @@ def package(task: Task, run: RunDir, target: str) -> StageResult:
         "artifact": artifact.path.name,
         "max_length": task.student.max_length,
         "threshold": task.agreement.threshold,
+        "rule": task.agreement.rule,
         "agreement": report.agreement,
         "n": report.n,
         "versions": {"tsd-edge": __version__, **versions("onnxruntime", "onnx", "torch", "transformers", "tokenizers")},
     }
-    out = write_package(run.dist / f"{task.name}-{profile.name}.tsdpkg", files, manifest)
+    out = write_package(run.dist / f"{task.name}-{profile.name}.tsdpkg", files, manifest, sign_key=sign)
     return StageResult(
         f"package {profile.name}", False, f"{out} ({out.stat().st_size / 1e6:.1f} MB)", data={"path": str(out)}
     )

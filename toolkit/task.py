@@ -103,7 +103,11 @@ class TrainingSpec(_Strict):
 
 
 class AgreementSpec(_Strict):
+    """`rule: point` holds when the measured agreement reaches `threshold`; `rule: strict` when the lower
+    end of its 95% Wilson interval does (so a small held-out set cannot pass by luck)."""
+
     threshold: float = Field(default=0.85, ge=0, le=1)
+    rule: Literal["point", "strict"] = "point"
     max_drop: float | None = Field(default=0.01, ge=0, le=1)
     min_n: int = Field(default=50, ge=1)
 
