@@ -204,7 +204,11 @@ def run(
                 _console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
                 code = exc.exit_code
         _stage_table(run_dir)
+        from .report import write_report
+
+        page = write_report(t.name, run_dir.reports, run_dir.root / "report.html")
         elapsed = time.perf_counter() - start
+        _console().print(f"report: {page}")
         for p in packages:
             _console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
         _console().print(f"[dim]{elapsed:.0f} s in all[/]")
@@ -216,17 +220,12 @@ def run(
 def _stage_table(run_dir: Any) -> None:
     from rich.table import Table
 
-    from .agreement import AgreementReport
+    from .report import load_reports
 
     table = Table(title="agreement with the teacher, held-out inputs", title_justify="left")
     for col in ("stage", "n", "agreement", "95% CI", "gold acc.", "vs fp32 student", "holds"):
         table.add_column(col, justify="left" if col == "stage" else "right")
-    paths = sorted(
-        run_dir.reports.glob("*.json"),
-        key=lambda p: ["teacher", "student", "onnx"].index(p.stem) if p.stem in ("teacher", "student", "onnx") else 9,
-    )
-    for path in paths:
-        r = AgreementReport.load(path)
+    for r in load_reports(run_dir.reports):
         fid = r.fidelity["prediction_match"] if r.fidelity else None
         itself = r.stage == "teacher"  # the teacher's row is there for its accuracy on the gold labels
         table.add_row(
@@ -280,6 +279,32 @@ def gate(
             with md_path.open("a", encoding="utf-8") as fh:
                 fh.write(markdown(results))
         return 0 if all(results) else 1
+
+    _guard(body)
+
+
+@app.command()
+def report(
+    task: TaskArg,
+    workdir: Workdir = None,
+    open_: Annotated[bool, typer.Option("--open", help="open the page in a browser")] = False,
+) -> None:
+    """Show the stage table and write runs/<task>/report.html (chart, per-label agreement, disagreements)."""
+
+    def body() -> None:
+        from .errors import InputError
+        from .report import write_report
+
+        t, run_dir = _load(task, workdir)
+        if not run_dir.reports.is_dir():
+            raise InputError(f"no reports in {run_dir.reports}: run `tsd-edge run {task}` first")
+        _stage_table(run_dir)
+        page = write_report(t.name, run_dir.reports, run_dir.root / "report.html")
+        _console().print(f"report: {page}")
+        if open_:
+            import webbrowser
+
+            webbrowser.open(page.resolve().as_uri())
 
     _guard(body)
 

@@ -1,0 +1,139 @@
+"""`runs/<task>/report.html`: one self-contained page a person can read to see where agreement was lost.
+
+A stage table, a bar chart of agreement per stage with its 95% interval and the threshold line,
+per-label agreement (worst first) and the most frequent disagreements with an example input.
+The chart is inline SVG written here: it needs no plotting library and no network, and the page
+opens anywhere (a CI artifact, an air-gapped laptop).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .agreement import AgreementReport
+
+ORDER = ["teacher", "student", "onnx"]
+
+
+def load_reports(folder: Path) -> list[AgreementReport]:
+    paths = sorted(folder.glob("*.json"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 9, p.stem))
+    return [AgreementReport.load(p) for p in paths]
+
+
+def _chart(reports: list[AgreementReport]) -> str:
+    rows = [r for r in reports if r.stage != "teacher"]
+    if not rows:
+        return ""
+    width, bar, gap, left, top = 640, 28, 14, 110, 10
+    height = top + len(rows) * (bar + gap) + 30
+    lo = max(0.0, min(min(r.ci95[0] for r in rows), min(r.threshold or 1 for r in rows)) - 0.05)
+
+    def x(v: float) -> float:
+        return left + (width - left - 20) * (v - lo) / (1 - lo)
+
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" role="img" aria-label="agreement per stage">']
+    for i, r in enumerate(rows):
+        y = top + i * (bar + gap)
+        colour = "#2e7d32" if r.passed else "#c62828"
+        parts.append(f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">{html.escape(r.stage)}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{x(r.agreement) - left:.1f}" height="{bar}" fill="{colour}"/>')
+        parts.append(
+            f'<line x1="{x(r.ci95[0]):.1f}" x2="{x(r.ci95[1]):.1f}" y1="{y + bar / 2}" y2="{y + bar / 2}" '
+            'stroke="#000" stroke-width="2"/>'
+        )
+        parts.append(
+            f'<text x="{x(r.agreement) + 4:.1f}" y="{y + bar * 0.7}" fill="#fff" font-size="12" '
+            f'text-anchor="end" dx="-8">{r.agreement:.4f}</text>'
+        )
+    thresholds = {r.threshold for r in rows if r.threshold is not None}
+    for t in thresholds:
+        parts.append(
+            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="0" y2="{height - 20}" stroke="#1565c0" '
+            'stroke-dasharray="6 4" stroke-width="2"/>'
+        )
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 5}" text-anchor="middle" fill="#1565c0">threshold {t}</text>')
+    parts.append(f'<text x="{left}" y="{height - 5}" font-size="11">{lo:.2f}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(task_name: str, reports: list[AgreementReport]) -> str:
+    stage_rows = []
+    for r in reports:
+        fid = r.fidelity or {}
+        itself = r.stage == "teacher"
+        stage_rows.append(
+            [
+                html.escape(r.stage),
+                str(r.n),
+                "—" if itself else f"{r.agreement:.4f}",
+                "" if itself else f"{r.ci95[0]:.3f}–{r.ci95[1]:.3f}",
+                "" if r.gold_accuracy is None else f"{r.gold_accuracy:.3f}",
+                f"{fid['prediction_match']:.4f}" if fid else "",
+                f"{fid['max_abs_dlogit']:.3g}" if fid else "",
+                "" if r.threshold is None or itself else ("holds" if r.passed else "<b>does not hold</b>"),
+            ]
+        )
+    last = next((r for r in reversed(reports) if r.stage != "teacher"), None)
+    sections = [
+        f"<h1>tsd-edge: {html.escape(task_name)}</h1>",
+        "<p>Agreement of each stage with the teacher on the held-out inputs (the teacher's row gives its "
+        "accuracy on the gold labels, where the data has them).</p>",
+        _table(
+            [
+                "stage",
+                "n",
+                "agreement",
+                "95% CI",
+                "gold acc.",
+                "same prediction as fp32 student",
+                "max |Δ logit|",
+                "threshold",
+            ],
+            stage_rows,
+        ),
+        _chart(reports),
+    ]
+    if last is not None:
+        worst = sorted(last.per_label.items(), key=lambda kv: kv[1]["agreement"])[:20]
+        sections += [
+            f"<h2>Per-label agreement, {html.escape(last.stage)} (worst 20)</h2>",
+            _table(
+                ["label", "n", "agreement"],
+                [[html.escape(k), str(int(v["n"])), f"{v['agreement']:.3f}"] for k, v in worst],
+            ),
+            f"<h2>Most frequent disagreements, {html.escape(last.stage)}</h2>",
+            _table(
+                ["teacher said", "artifact said", "count", "example"],
+                [
+                    [
+                        html.escape(c["teacher"]),
+                        html.escape(c["predicted"]),
+                        str(c["count"]),
+                        html.escape(c.get("example") or ""),
+                    ]
+                    for c in last.confusions
+                ],
+            ),
+        ]
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:900px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}svg text{font-size:13px}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tsd-edge: {html.escape(task_name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
+
+
+def write_report(task_name: str, reports_dir: Path, out: Path) -> Path:
+    out.write_text(render(task_name, load_reports(reports_dir)), encoding="utf-8")
+    return out
