@@ -250,8 +250,19 @@ def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> Sta
         return StageResult(f"compile {profile.name}", True, _artifact_line(artifact))
     backend = get_backend(profile.backend)
     calibration = _calibration(task, run, profile) if profile.precision == "int8" else []
+    predicted = _predict(task, run, profile, backend, calibration, key) if hasattr(backend, "lower") else None
+    refusal = backend.refusal(profile) if hasattr(backend, "refusal") else None
+    if refusal:
+        assert predicted is not None
+        raise InputError(
+            f"{profile.name}: {refusal}; host-predicted agreement of the lowered {profile.precision} ONNX "
+            f"{predicted.agreement:.4f} ({run.report(predicted.stage)}); build on the device: copy {out} there and "
+            f"run `tsd-edge compile --target {profile.name}` (or {out / 'trtexec.txt'})"
+        )
     artifact = backend.build(run.onnx, profile, calibration, out)
     artifact.build["profile"] = profile.name
+    if predicted is not None:
+        artifact.build["predicted_agreement"] = predicted.agreement
     artifact.save_meta(out / "artifact.json")
     run.finish(f"compile-{profile.name}", key, artifact_sha256=sha256_file(artifact.path))
     return StageResult(f"compile {profile.name}", False, _artifact_line(artifact))
@@ -271,6 +282,33 @@ def _calibration(task: Task, run: RunDir, profile: Profile) -> list[dict[str, np
     # one padded length for every batch: the percentile and entropy calibrators stack all batches
     width = max(encode.lengths(texts), default=1)
     return [encode(texts[i : i + 16], pad_to=width) for i in range(0, len(texts), 16)]
+
+
+def _predict(task: Task, run: RunDir, profile: Profile, backend: Any, calibration: list, key: str) -> AgreementReport:
+    """Lower the ONNX to the target's precision and run it in ONNX Runtime here: the agreement the device
+    check must later confirm (reports/<target>-predicted.json)."""
+    from .exporters.onnxruntime import OnnxRuntimeRunner
+    from .infer import predict_logits
+
+    stage = f"{profile.name}-predicted"
+    if run.up_to_date(f"lower-{profile.name}", key, run.report(stage)):
+        return AgreementReport.load(run.report(stage))
+    lowered = backend.lower(run.onnx, profile, calibration, run.compiled(profile.name))
+    with PairStore(run.pairs) as store:
+        held = _heldout(store, _teacher(task).fingerprint)
+    with OnnxRuntimeRunner(lowered.path, threads=None) as runner:
+        logits = predict_logits(runner, _encoder(run, task), [p.input for p in held])
+    report = _report(stage, task, run, held, logits, np.load(run.reports / "student_logits.npy"))
+    report.details = {
+        "predicted": True,
+        "runtime": "onnxruntime on the host",
+        "precision": lowered.precision,
+        "lowered_onnx": lowered.path.name,
+        **lowered.details,
+    }
+    report.save(run.report(stage))
+    run.finish(f"lower-{profile.name}", key, lowered_sha256=sha256_file(lowered.path))
+    return report
 
 
 def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> StageResult:
@@ -301,6 +339,8 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
         "precision": artifact.precision,
         "artifact_bytes": artifact.path.stat().st_size,
     }
+    if "predicted_agreement" in artifact.build:  # what the host predicted from the lowered ONNX, to compare
+        report.details["predicted_agreement"] = artifact.build["predicted_agreement"]
     report.save(run.report(profile.name))
     run.finish(stage, key, passed=report.passed)
     return StageResult(f"check {profile.name}", False, _check_line(report, task), report)
@@ -352,11 +392,13 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
     if why:
         raise RefusedError(f"not packaged: {why}")
     artifact = Artifact.load_meta(run.compiled(profile.name) / "artifact.json")
+    teacher_fp = _teacher(task).fingerprint
     with PairStore(run.pairs) as store:
-        held = _heldout(store, _teacher(task).fingerprint)
+        held = _heldout(store, teacher_fp)
     heldout = "".join(json.dumps({"input": p.input, "teacher": p.label, "gold": p.gold}) + "\n" for p in held)
     files = {
         artifact.path.name: artifact.path.read_bytes(),
+        **{name: (artifact.path.parent / name).read_bytes() for name in artifact.extra_files},
         "artifact.json": (run.compiled(profile.name) / "artifact.json").read_bytes(),
         "tokenizer.json": (run.student / "tokenizer.json").read_bytes(),
         "labels.json": (run.student / "labels.json").read_bytes(),
@@ -376,6 +418,9 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
         "rule": task.agreement.rule,
         "agreement": report.agreement,
         "n": report.n,
+        "teacher": teacher_fp,
+        "build": artifact.build,  # runtime version, source ONNX hash, calibration hash, ...
+        "report_sha256": sha256_file(run.report(profile.name)),
         "versions": {"tsd-edge": __version__, **versions("onnxruntime", "onnx", "torch", "transformers", "tokenizers")},
     }
     out = write_package(run.dist / f"{task.name}-{profile.name}.tsdpkg", files, manifest, sign_key=sign)
