@@ -25,7 +25,7 @@ def _chart(reports: list[AgreementReport]) -> str:
     rows = [r for r in reports if r.stage != "teacher"]
     if not rows:
         return ""
-    width, bar, gap, left, top = 640, 28, 14, 110, 10
+    width, bar, gap, left, top = 760, 26, 12, 210, 10
     height = top + len(rows) * (bar + gap) + 30
     lo = max(0.0, min(min(r.ci95[0] for r in rows), min(r.threshold or 1 for r in rows)) - 0.05)
 
@@ -81,7 +81,8 @@ def render(task_name: str, reports: list[AgreementReport]) -> str:
                 "" if r.threshold is None or itself else ("holds" if r.passed else "<b>does not hold</b>"),
             ]
         )
-    last = next((r for r in reversed(reports) if r.stage != "teacher"), None)
+    # the evidence is shown for the stage that lost the most agreement: that is where a person looks
+    last = min((r for r in reports if r.stage != "teacher"), key=lambda r: r.agreement, default=None)
     sections = [
         f"<h1>tsd-edge: {html.escape(task_name)}</h1>",
         "<p>Agreement of each stage with the teacher on the held-out inputs (the teacher's row gives its "

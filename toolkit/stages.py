@@ -130,6 +130,12 @@ def collect(task: Task, run: RunDir, *, limit: int | None = None, dry_run: bool 
         if res.asked
         else f"all {res.inputs} inputs already answered"
     )
+    if res.asked and res.asked + res.already < res.inputs:
+        asked += f", {res.inputs - res.asked - res.already} not answered yet"
+    if res.failed:
+        asked += f" ({res.failed} failed, e.g. {res.failures[0]}: run collect again to retry them)"
+    if res.stopped:
+        asked += f"; stopped: {res.stopped}"
     summary_ = f"{asked}; relevance ≥ {task.relevance.threshold}: {dropped}"
     return StageResult("collect", res.asked == 0, summary_, report, {"relevance": [r.__dict__ for r in relevance]})
 
@@ -153,6 +159,7 @@ def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
         from .distill import distill as train
 
         result = train(task, store, teacher, run.student)
+    result.report.details["artifact_bytes"] = (run.student / "model.safetensors").stat().st_size
     result.report.save(run.report("student"))
     run.finish("distill", key, parameters=result.parameters)
     summary = (
@@ -208,7 +215,7 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     with OnnxRuntimeRunner(run.onnx, threads=None) as runner:
         logits = predict_logits(runner, encode, texts)
     report = _report("onnx", task, run, held, logits, reference)
-    report.details = {"validation": validation.to_dict(), "opset": 17}
+    report.details = {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": run.onnx.stat().st_size}
     report.save(run.report("onnx"))
     run.finish("export", key, onnx_sha256=sha256_file(run.onnx))
     return StageResult(
