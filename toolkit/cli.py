@@ -310,6 +310,39 @@ def report(
 
 
 @app.command()
+def bench(
+    task: TaskArg,
+    workdir: Workdir = None,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="compiled targets [default: all]")] = None,
+    threads: Annotated[int, typer.Option(help="threads per system")] = 1,
+    repeats: Annotated[int, typer.Option(help="round-robin repeats (figures are medians)")] = 5,
+    queries: Annotated[int, typer.Option(help="batch-1 queries per system per repeat")] = 32,
+    batches: Annotated[int, typer.Option(help="batches per system per repeat")] = 4,
+    batch_size: Annotated[int, typer.Option(help="batch size for throughput")] = 32,
+    price_kwh: Annotated[float, typer.Option(help="electricity, USD per kWh")] = 0.15,
+    price_hour: Annotated[float, typer.Option(help="the whole machine, USD per hour")] = 0.10,
+) -> None:
+    """Teacher vs student vs each compiled artifact: latency, throughput, memory, size, energy, cost."""
+
+    def body() -> None:
+        from .bench import bench as measure
+        from .bench import table
+
+        t, run_dir = _load(task, workdir)
+        err = _console().__class__(stderr=True, highlight=False)
+        sizes = {"repeats": repeats, "queries": queries, "batches": batches, "batch_size": batch_size}
+        prices = {"price_kwh": price_kwh, "price_hour": price_hour}
+        say = lambda msg: err.print(f"[dim]{msg}[/]")  # noqa: E731
+        result = measure(t, run_dir, targets=target, threads=threads, progress=say, **sizes, **prices)
+        _console().print(table(result))
+        for name, r in result.ratios.items():
+            _console().print(f"{name}: " + ", ".join(f"{k} {v:.1f}×" for k, v in r.items()), soft_wrap=True)
+        _console().print(f"json: {run_dir.root / 'bench.json'}\nchart: {run_dir.root / 'bench.svg'}")
+
+    _guard(body)
+
+
+@app.command()
 def keygen(
     key: Annotated[Path, typer.Argument(help="private key file to write; the public key goes to KEY.pub")],
 ) -> None:
