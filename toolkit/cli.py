@@ -359,19 +359,26 @@ def keygen(
 
 @app.command()
 def profiles() -> None:
-    """List the built-in target profiles."""
+    """List the built-in target profiles, one line each, and the family aliases."""
 
     def body() -> None:
-        from rich.table import Table
+        from rich.markup import escape
 
-        from .targets import all_profiles
+        from .targets import ALIASES, all_profiles
 
-        table = Table(show_header=True, header_style="bold")
-        for col in ("name", "backend", "precision", "built on", "description"):
-            table.add_column(col)
-        for p in all_profiles():
-            table.add_row(p.name, p.backend, p.precision, p.build_on, p.description)
-        _console().print(table)
+        console = _console()
+        items = all_profiles()
+        width = max(len(p.name) for p in items)
+        for p in items:
+            trt = f" TRT {p.tensorrt}" if p.tensorrt else ""
+            where = "on device" if p.build_on == "device" else "on host"
+            console.print(
+                f"[bold]{p.name:<{width}}[/]  {p.backend:<11} {p.precision:<4} {where:<10}{trt:<16}  "
+                f"{escape(p.description)}",
+                soft_wrap=True,
+            )
+        for alias, name in ALIASES.items():
+            console.print(f"[dim]{alias:<{width}}  alias of {name}[/]", soft_wrap=True)
 
     _guard(body)
 
