@@ -15,6 +15,8 @@ from .base import Artifact, Backend, Runner
 
 REGISTRY: dict[str, str] = {
     "onnxruntime": "tsd_edge.exporters.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "tsd_edge.exporters.openvino:OpenVinoBackend",
+    "tensorrt": "tsd_edge.exporters.tensorrt:TensorRTBackend",
 }
 
 

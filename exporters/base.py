@@ -17,12 +17,14 @@ Batch = dict[str, np.ndarray]
 
 @dataclass
 class Artifact:
-    """A compiled model on disk: its file, and how it was built (recorded in the package manifest)."""
+    """A compiled model on disk: its file, and how it was built (recorded in the package manifest).
+    `extra_files` are other files the artifact needs beside `path`, by name (OpenVINO's model.bin)."""
 
     backend: str
     path: Path
     precision: str
     build: dict[str, Any] = field(default_factory=dict)
+    extra_files: list[str] = field(default_factory=list)
 
     def save_meta(self, path: Path) -> None:
         data = {**asdict(self), "path": self.path.name}
@@ -46,6 +48,10 @@ class Runner(Protocol):
 
 
 class Backend(Protocol):
+    """A backend may also have `lower(onnx, profile, calibration, workdir) -> Lowered` (the ONNX at the
+    target's precision, checked on the host) and `refusal(profile) -> str | None` (why this machine
+    may not build for the profile); the compile stage uses them where they exist."""
+
     name: str
 
     def available(self) -> bool: ...

@@ -257,7 +257,7 @@ def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> Sta
         return StageResult(f"compile {profile.name}", True, _artifact_line(artifact))
     backend = get_backend(profile.backend)
     calibration = _calibration(task, run, profile) if profile.precision == "int8" else []
-    predicted = _predict(task, run, profile, backend, calibration, key) if hasattr(backend, "lower") else None
+    predicted = _predict(task, run, profile, backend, calibration, key, force) if hasattr(backend, "lower") else None
     refusal = backend.refusal(profile) if hasattr(backend, "refusal") else None
     if refusal:
         assert predicted is not None
@@ -291,14 +291,16 @@ def _calibration(task: Task, run: RunDir, profile: Profile) -> list[dict[str, np
     return [encode(texts[i : i + 16], pad_to=width) for i in range(0, len(texts), 16)]
 
 
-def _predict(task: Task, run: RunDir, profile: Profile, backend: Any, calibration: list, key: str) -> AgreementReport:
+def _predict(
+    task: Task, run: RunDir, profile: Profile, backend: Any, calibration: list, key: str, force: bool
+) -> AgreementReport:
     """Lower the ONNX to the target's precision and run it in ONNX Runtime here: the agreement the device
     check must later confirm (reports/<target>-predicted.json)."""
     from .exporters.onnxruntime import OnnxRuntimeRunner
     from .infer import predict_logits
 
     stage = f"{profile.name}-predicted"
-    if run.up_to_date(f"lower-{profile.name}", key, run.report(stage)):
+    if not force and run.up_to_date(f"lower-{profile.name}", key, run.report(stage)):
         return AgreementReport.load(run.report(stage))
     lowered = backend.lower(run.onnx, profile, calibration, run.compiled(profile.name))
     with PairStore(run.pairs) as store:

@@ -1,0 +1,106 @@
+"""OpenVINO backend: IR (model.xml + model.bin) for Intel CPUs, FP32 or INT8 through NNCF.
+
+INT8 is NNCF's post-training quantization (`nncf.quantize`, transformer model type so LayerNorm,
+Softmax and the mask arithmetic stay in floating point), calibrated on the task's own inputs.
+The runner pins FP32 inference precision: on CPUs with AMX or AVX-512 BF16 OpenVINO would
+otherwise run an FP32 IR in BF16 and the check would not measure what the profile says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..digest import sha256_file
+from ..errors import InputError, RuntimeMissingError
+from ..targets import Profile
+from .base import Artifact, Batch
+
+INPUTS = ("input_ids", "attention_mask")
+
+
+def _openvino() -> Any:
+    try:
+        import openvino
+    except ImportError:
+        raise RuntimeMissingError("the openvino backend", "openvino") from None
+    return openvino
+
+
+class OpenVinoRunner:
+    def __init__(self, path: Path, threads: int | None, device: str = "CPU") -> None:
+        ov = _openvino()
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(path), device, config)
+        self.request = self.compiled.create_infer_request()
+        self.inputs = [port.get_any_name() for port in self.compiled.inputs]
+
+    def __enter__(self) -> OpenVinoRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.request, self.compiled
+
+    def run(self, batch: Batch) -> np.ndarray:
+        result = self.request.infer({name: batch[name] for name in self.inputs})
+        return np.asarray(result[self.compiled.outputs[0]], dtype=np.float32)
+
+
+class OpenVinoBackend:
+    name = "openvino"
+
+    def available(self) -> bool:
+        try:
+            _openvino()
+        except RuntimeMissingError:
+            return False
+        return True
+
+    def build(self, onnx_path: Path, profile: Profile, calibration: Sequence[Batch], workdir: Path) -> Artifact:
+        ov = _openvino()
+        workdir.mkdir(parents=True, exist_ok=True)
+        out = workdir / "model.xml"
+        model = ov.convert_model(str(onnx_path))
+        build: dict[str, Any] = {"openvino": ov.__version__, "source_onnx_sha256": sha256_file(onnx_path)}
+        if profile.precision == "int8":
+            model, details = _quantize(model, calibration, profile)
+            build.update(details)
+        elif profile.precision != "fp32":
+            raise InputError(
+                f"profile {profile.name}: the openvino backend builds fp32 or int8, not {profile.precision}"
+            )
+        # compress_to_fp16=False: the IR keeps FP32 weights, so it is the model that was checked
+        ov.save_model(model, str(out), compress_to_fp16=False)
+        return Artifact(
+            backend=self.name, path=out, precision=profile.precision, build=build, extra_files=["model.bin"]
+        )
+
+    def load(self, artifact: Artifact, threads: int | None = None) -> OpenVinoRunner:
+        return OpenVinoRunner(artifact.path, threads)
+
+
+def _quantize(model: Any, calibration: Sequence[Batch], profile: Profile) -> tuple[Any, dict[str, Any]]:
+    try:
+        import nncf
+    except ImportError:
+        raise RuntimeMissingError("OpenVINO INT8", "nncf") from None
+    if not calibration:
+        raise InputError("OpenVINO INT8 needs calibration inputs: the task has no relevant training inputs")
+    dataset = nncf.Dataset(list(calibration), lambda batch: {k: batch[k] for k in INPUTS})
+    quantized = nncf.quantize(
+        model,
+        dataset,
+        model_type=nncf.ModelType.TRANSFORMER,
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(calibration),  # NNCF counts dataset items: our items are batches
+    )
+    return quantized, {
+        "quantization": "NNCF post-training, transformer model type, mixed preset",
+        "nncf": nncf.__version__,
+        "calibration_batches": len(calibration),
+    }
