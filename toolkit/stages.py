@@ -263,8 +263,8 @@ def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> Sta
         assert predicted is not None
         raise InputError(
             f"{profile.name}: {refusal}; host-predicted agreement of the lowered {profile.precision} ONNX "
-            f"{predicted.agreement:.4f} ({run.report(predicted.stage)}); build on the device: copy {out} there and "
-            f"run `tsd-edge compile --target {profile.name}` (or {out / 'trtexec.txt'})"
+            f"{predicted.agreement:.4f} ({run.report(predicted.stage)}); build on the device: copy {run.root} there "
+            f"and run `tsd-edge compile --target {profile.name}` (or by hand: {out / 'trtexec.txt'})"
         )
     artifact = backend.build(run.onnx, profile, calibration, out)
     artifact.build["profile"] = profile.name
