@@ -1,20 +1,31 @@
 """Collection: feed the teacher every task input it has not answered yet, and store each pair.
 
-One path for every teacher. Inputs go in batches; each batch of answers is written in one
-transaction as it arrives, so Ctrl-C or a crash loses at most the batch in flight, and the next
-run asks only for what is missing.
+One path for every teacher. A teacher that streams (a remote endpoint with many requests in flight)
+has each answer stored as it arrives, committed every `teacher.batch_size` answers or quarter
+second; the others answer a chunk of inputs at a time, committed per chunk. Either way a crash,
+Ctrl-C or SIGKILL loses at most the answers not yet committed, and the next run asks only for what
+is missing: the store's primary key (input, teacher) makes a second answer to one input impossible.
+
+Before the first real collection a smoke test asks a few inputs: when most of those answers are
+rejected, a misconfigured prompt or constraint costs seconds, not a night of GPU time.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from .data import TaskInput, heldout, read_inputs
+from .errors import InputError
 from .progress import progress
+from .relevance import Relevance, Rule
 from .store import Pair, PairStore
 from .task import Task
 from .teachers import Response, Teacher, load_teacher
+
+SMOKE_N = 16
+FLUSH_SECONDS = 0.25
 
 
 @dataclass
@@ -26,6 +37,10 @@ class CollectResult:
     asked: int
     rejected: int
     seconds: float
+    failed: int = 0
+    stopped: str | None = None  # why collection ended before every pending input was asked
+    failures: list[str] = field(default_factory=list)  # a few reasons, for the summary
+    rule: Rule | None = None  # the relevance rule the pairs were marked with
 
     @property
     def rate(self) -> float:
@@ -42,30 +57,115 @@ def collect(
     missing = [item for item in inputs if item.key not in done]
     todo = missing if limit is None else missing[:limit]
     result = CollectResult(teacher.fingerprint, len(inputs), len(inputs) - len(missing), len(todo), 0, 0, 0.0)
-    if dry_run or not todo:
-        store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
+    relevance = Relevance(task, store, teacher)
+    if dry_run:
         return result
-    # A transaction per chunk of several teacher batches: cheap to commit, little to lose.
-    chunk = max(task.teacher.batch_size * 8, 64)
+    if not todo:
+        result.rule = relevance.refresh(teacher.fingerprint)
+        return result
+    score = relevance.fill
+    # a smoke round first while this teacher has few good answers stored (re-running a broken setup stops again)
+    good = sum(n for key, n in store.counts(teacher.fingerprint).items() if key.startswith("ok/"))
+    rounds = [todo[:SMOKE_N], todo[SMOKE_N:]] if good < SMOKE_N and len(todo) > 2 * SMOKE_N else [todo]
     start = time.perf_counter()
     with progress("collect", total=len(todo)) as bar:
-        for i in range(0, len(todo), chunk):
-            batch = todo[i : i + chunk]
-            t0 = time.perf_counter()
-            responses = teacher.answer([item.text for item in batch])
-            per_pair_ms = (time.perf_counter() - t0) * 1000 / len(batch)
-            pairs = [_pair(item, r, task, per_pair_ms) for item, r in zip(batch, responses, strict=True)]
-            store.add(teacher.fingerprint, pairs)
-            result.asked += len(batch)
-            result.rejected += sum(p.status != "ok" for p in pairs)
-            bar.advance(0, len(batch))
+        for n, items in enumerate(rounds):
+            before = result.asked, result.rejected, result.failed
+            _collect(task, store, teacher, items, score, result, lambda k: bar.advance(0, k))
+            if n == 0 and len(rounds) > 1:
+                _smoke_check(store, teacher.fingerprint, result, before)
+            if result.stopped:
+                break
     result.seconds = time.perf_counter() - start
-    store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
+    result.rule = relevance.refresh(teacher.fingerprint)
     return result
 
 
-def _pair(item: TaskInput, r: Response, task: Task, latency_ms: float) -> Pair:
-    relevant = r.relevance is None or r.relevance >= task.relevance.threshold
+def _collect(
+    task: Task,
+    store: PairStore,
+    teacher: Teacher,
+    items: list[TaskInput],
+    score: Callable[[list[str], list[Response]], None],
+    result: CollectResult,
+    advance: Callable[[int], None],
+) -> None:
+    buffer: list[tuple[TaskInput, Response]] = []
+    last = time.monotonic()
+
+    def flush() -> None:
+        nonlocal last
+        keep = [(item, r) for item, r in buffer if r.status != "failed"]
+        for _, r in buffer:
+            if r.status == "failed":
+                result.failed += 1
+                if len(result.failures) < 3:
+                    result.failures.append(r.reason or "no answer")
+        if keep:
+            score([item.text for item, _ in keep], [r for _, r in keep])
+        store.add(teacher.fingerprint, [_pair(item, r, task) for item, r in keep])
+        result.asked += len(keep)
+        result.rejected += sum(r.status == "rejected" for _, r in keep)
+        advance(len(buffer))
+        buffer.clear()
+        last = time.monotonic()
+
+    try:
+        for item, response in _answers(teacher, items, task.teacher.batch_size):
+            buffer.append((item, response))
+            if len(buffer) >= task.teacher.batch_size or time.monotonic() - last > FLUSH_SECONDS:
+                flush()
+    finally:
+        # whatever arrived is kept, also on Ctrl-C or when the server refused us mid-way
+        if buffer:
+            flush()
+        result.stopped = result.stopped or getattr(teacher, "stopped", None)
+
+
+def _answers(teacher: Teacher, items: list[TaskInput], batch_size: int) -> Iterator[tuple[TaskInput, Response]]:
+    stream = getattr(teacher, "stream", None)
+    if stream is not None:
+        for i, response in stream([item.text for item in items]):
+            yield items[i], response
+        return
+    # a chunk of several teacher batches per call: the model sees full batches, and little is in flight
+    chunk = max(batch_size * 8, 64)
+    for i in range(0, len(items), chunk):
+        batch = items[i : i + chunk]
+        t0 = time.perf_counter()
+        responses = teacher.answer([item.text for item in batch])
+        if len(responses) != len(batch):
+            raise InputError(f"the teacher gave {len(responses)} answers to {len(batch)} inputs: one answer per input")
+        per_pair_ms = (time.perf_counter() - t0) * 1000 / len(batch)
+        for item, r in zip(batch, responses, strict=True):
+            if r.latency_ms is None:
+                r.latency_ms = per_pair_ms
+            yield item, r
+
+
+def _smoke_check(store: PairStore, fingerprint: str, result: CollectResult, before: tuple[int, int, int]) -> None:
+    now = (result.asked, result.rejected, result.failed)
+    asked, rejected, failed = (a - b for a, b in zip(now, before, strict=True))
+    bad, total = rejected + failed, asked + failed
+    if not total or bad * 2 <= total:
+        return
+    row = store.db.execute(
+        "SELECT reason, raw FROM pairs WHERE teacher=? AND status='rejected' ORDER BY created_at DESC LIMIT 1",
+        (fingerprint,),
+    ).fetchone()
+    if row:
+        example = row[0] + (f" (raw: {row[1][:80]!r})" if row[1] else "")
+    else:
+        example = result.failures[0] if result.failures else "no answer"
+    raise InputError(
+        f"smoke test: {bad} of the first {total} answers were rejected or failed, e.g. {example}; "
+        "fix the teacher settings (prompt, constrain, model) before a full collection"
+    )
+
+
+def _pair(item: TaskInput, r: Response, task: Task) -> Pair:
+    # marked for real by Relevance.refresh once the batch is scored; until then only "none of these" is out
+    relevant = r.label is not None
     return Pair(
         input_hash=item.key,
         input=item.text,
@@ -80,5 +180,8 @@ def _pair(item: TaskInput, r: Response, task: Task, latency_ms: float) -> Pair:
         relevant=relevant,
         reason=r.reason,
         raw=r.raw,
-        latency_ms=latency_ms,
+        latency_ms=r.latency_ms,
+        tokens_in=r.tokens_in,
+        tokens_out=r.tokens_out,
+        attempts=r.attempts,
     )

@@ -78,10 +78,10 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
 
     model, tokenizer = build_student(
         init=spec.init,
-        teacher_dir=encoder_dir(task.teacher.model),
+        teacher_dir=encoder_dir(task.encoder),  # the embedding teacher's model, else relevance.encoder
         labels=labels,
         prototypes=label_prototypes(teacher, train, labels),
-        teacher_temperature=task.teacher.temperature,
+        teacher_temperature=task.teacher.temperature if task.teacher.kind == "embedding" else 0.05,
         texts=[p.input for p in store.pairs(fingerprint, split="train", status=None)],
         layers=spec.layers,
         max_length=spec.max_length,

@@ -1,17 +1,45 @@
 """Relevance: only task-relevant pairs train the student.
 
-An input's relevance score is its highest cosine similarity to the task's label prototypes
-(the embedding teacher computes it with its answer). Pairs under the task's threshold stay in the
-store, marked irrelevant, and are left out of training and of the held-out agreement. On Banking77
-vs. hotel queries this score separates the two with ROC AUC 0.993; 0.40 keeps 99.2% of banking
-inputs and drops 89% of hotel ones.
+Every input is scored against the task with the task's sentence encoder; pairs under the threshold
+stay in the store, marked irrelevant, and are left out of training and of the held-out agreement.
+The rules (`relevance.method`):
+
+- `knn` (the default when there is a reference): the mean cosine of the input to its k = 5 nearest
+  *reference* inputs, texts known to be about the task (by default every row of the embedding
+  teacher's examples file). The threshold is calibrated on the reference alone: each reference
+  input is scored against the others (leave-one-out) and the threshold is the score that a share
+  `keep` = 0.99 of them reach. No off-task data is needed to choose it.
+- `max_cosine`: the best cosine to the label prototypes; threshold 0.40 unless set.
+- `teacher`: the teacher's own score (the embedding teacher's max cosine) and "none of these".
+
+Measured on Banking77 (all-MiniLM-L6-v2; reference = the 10,003 training queries; scored: the
+3,080 test queries and the 997 hotel queries of NLU++, split in two halves by hash, one used to
+choose k and `keep`, the other held out): kNN k = 5, keep 0.99 → threshold 0.617; keeps 99.1% of
+banking test queries and drops 97.4% of the held-out hotel half (97.9% of all; ROC AUC 0.998).
+The max-cosine rule at 0.40 keeps 99.5% and drops 86.9% of the same held-out half; at 0.45 it
+keeps 98.8% and drops 91.7%. A reference of only 5 examples per label is too thin for kNN (keep
+99.0%, drop 94.0% at best): give `relevance.reference` a few hundred on-task texts.
+
+Scores are recomputed for every stored pair whenever the rule (method, encoder, reference, k,
+keep, threshold) changes, from the embeddings the store already holds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
+import numpy as np
+
+from .data import read_source
+from .digest import sha256_file
 from .store import PairStore
+from .task import EmbeddingTeacherSpec, InputSource, Task
+
+DEFAULT_COSINE_THRESHOLD = 0.40
 
 
 @dataclass
@@ -32,3 +60,180 @@ def summary(store: PairStore, fingerprint: str) -> list[SourceRelevance]:
         " GROUP BY source ORDER BY source"
     )
     return [SourceRelevance(src, n, int(kept or 0)) for src, n, kept in store.db.execute(q, (fingerprint,))]
+
+
+@dataclass
+class Rule:
+    method: str
+    threshold: float
+    key: str
+    reference: int = 0  # reference inputs (knn) or prototypes (max_cosine)
+
+    def describe(self) -> str:
+        if self.method == "knn":
+            return f"kNN ≥ {self.threshold:.3f}"
+        return f"{'max cosine' if self.method == 'max_cosine' else 'teacher score'} ≥ {self.threshold:.2f}"
+
+
+class Relevance:
+    """The task's relevance rule over one teacher's pairs in one store."""
+
+    def __init__(self, task: Task, store: PairStore, teacher: Any) -> None:
+        self.task = task
+        self.spec = task.relevance
+        self.store = store
+        self.teacher = teacher
+        self.encoder = task.encoder
+        self.reference_source = self.spec.reference or _examples_source(task)
+        method = self.spec.method
+        if method == "auto":
+            method = "knn" if self.reference_source is not None else "max_cosine"
+        if method == "knn" and self.reference_source is None:
+            from .errors import InputError
+
+            raise InputError("relevance.method knn needs relevance.reference: a file of on-task texts")
+        self.method = method
+
+    # -- what the rule depends on --------------------------------------------------------------------
+
+    @cached_property
+    def key(self) -> str:
+        parts: dict[str, Any] = {"method": self.method, "threshold": self.spec.threshold, "encoder": self.encoder}
+        if self.method == "knn":
+            src = self.reference_source
+            assert src is not None
+            parts |= {"k": self.spec.k, "keep": self.spec.keep, "reference": src.model_dump(mode="json")}
+            parts["reference_sha256"] = sha256_file(self.task.path(src.path))
+        elif self.method == "max_cosine":
+            parts["teacher"] = getattr(self.teacher, "fingerprint", None)
+            parts["labels"] = [s.model_dump() for s in self.task.label_specs]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # -- during collection ---------------------------------------------------------------------------
+
+    def fill(self, texts: list[str], responses: list[Any]) -> None:
+        """Before answers are stored: give each the task encoder's embedding; leave its score to `refresh`."""
+        if self.method == "teacher":
+            return
+        need = [i for i, r in enumerate(responses) if r.embedding is None and r.status == "ok"]
+        if need:
+            emb = self._embed([texts[i] for i in need])
+            for i, e in zip(need, emb, strict=True):
+                responses[i].embedding = e
+        for r in responses:
+            r.relevance = None  # scored by refresh(), against the whole reference
+
+    # -- after collection ----------------------------------------------------------------------------
+
+    def refresh(self, fingerprint: str) -> Rule:
+        """Score the pairs that have no score (all of them when the rule changed), store the rule, mark pairs."""
+        meta_key = f"relevance/{fingerprint}"
+        old = self.store.get_meta(meta_key)
+        if self.method == "teacher":
+            rule = Rule("teacher", self.spec.threshold if self.spec.threshold is not None else 0.40, self.key)
+        else:
+            where = "" if old is None or old.get("key") != self.key else " AND relevance IS NULL"
+            rows = list(
+                self.store.db.execute(
+                    f"SELECT input_hash, input, embedding FROM pairs WHERE teacher=? AND status='ok'{where}",
+                    (fingerprint,),
+                )
+            )
+            if not rows and old is not None and old.get("key") == self.key:
+                rule = Rule(old["method"], old["threshold"], old["key"], old.get("reference", 0))
+            else:
+                rule = self._score(fingerprint, rows)
+        self.store.set_meta(meta_key, rule.__dict__)
+        self.store.mark_relevance(fingerprint, rule.threshold)
+        return rule
+
+    def _score(self, fingerprint: str, rows: list[tuple[str, str, bytes | None]]) -> Rule:
+        keys = [r[0] for r in rows]
+        missing = [i for i, r in enumerate(rows) if r[2] is None]
+        emb = [None if r[2] is None else np.frombuffer(r[2], dtype="<f4") for r in rows]
+        if missing:
+            for i, e in zip(missing, self._embed([rows[i][1] for i in missing]), strict=True):
+                emb[i] = e
+        x = np.stack(emb).astype(np.float32) if rows else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
+        if self.method == "knn":
+            ref_keys, ref = self.reference_embeddings(fingerprint)
+            scores = knn_scores(x, ref, self.spec.k, [ref_keys.get(k) for k in keys])
+            threshold = self.spec.threshold
+            if threshold is None:
+                threshold = calibrate(ref, self.spec.k, self.spec.keep)
+            rule = Rule("knn", float(threshold), self.key, len(ref))
+        else:
+            protos = self.prototypes()
+            scores = (x @ protos.T).max(axis=1) if len(x) else np.zeros(0)
+            threshold = self.spec.threshold if self.spec.threshold is not None else DEFAULT_COSINE_THRESHOLD
+            rule = Rule("max_cosine", float(threshold), self.key, len(protos))
+        with self.store.db:
+            self.store.db.executemany(
+                "UPDATE pairs SET relevance=?, embedding=COALESCE(embedding, ?) WHERE teacher=? AND input_hash=?",
+                [
+                    (float(s), np.asarray(e, dtype="<f4").tobytes(), fingerprint, k)
+                    for s, e, k in zip(scores, x, keys, strict=True)
+                ],
+            )
+        return rule
+
+    # -- reference and prototypes --------------------------------------------------------------------
+
+    def reference_embeddings(self, fingerprint: str) -> tuple[dict[str, int], np.ndarray]:
+        """The reference inputs' embeddings ({input hash: row}, matrix), from the store where it has them."""
+        src = self.reference_source
+        assert src is not None
+        texts = {item.key: item.text for item in read_source(src, self.task)}
+        known = self.store.vectors(self.encoder, list(texts), fingerprint)
+        todo = [k for k in texts if k not in known]
+        if todo:
+            new = dict(zip(todo, self._embed([texts[k] for k in todo]), strict=True))
+            self.store.add_vectors(self.encoder, new)
+            known.update(new)
+        order = list(texts)
+        return {k: i for i, k in enumerate(order)}, np.stack([known[k] for k in order]).astype(np.float32)
+
+    def prototypes(self) -> np.ndarray:
+        protos = getattr(self.teacher, "prototypes", None)
+        if protos is not None and isinstance(self.task.teacher, EmbeddingTeacherSpec):
+            return np.asarray(protos, dtype=np.float32)
+        texts = [s.description or s.name.replace("_", " ") for s in self.task.label_specs]
+        return self._embed(texts)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        from .encoder import embed
+
+        return embed(self.encoder, texts, 64)
+
+
+def _examples_source(task: Task) -> InputSource | None:
+    spec = task.teacher
+    if isinstance(spec, EmbeddingTeacherSpec) and spec.examples is not None:
+        ex = spec.examples
+        return InputSource(path=ex.path, text_field=ex.text_field, label_field=ex.label_field)
+    return None
+
+
+def knn_scores(x: np.ndarray, ref: np.ndarray, k: int, self_index: list[int | None] | None = None) -> np.ndarray:
+    """Mean cosine of each row of `x` to its k nearest rows of `ref` (a row's own entry, if given, left out)."""
+    out = np.zeros(len(x), dtype=np.float32)
+    if not len(x) or not len(ref):
+        return out
+    k = max(1, min(k, len(ref) - (1 if self_index is not None and any(i is not None for i in self_index) else 0)))
+    for start in range(0, len(x), 1024):
+        sims = x[start : start + 1024] @ ref.T
+        if self_index is not None:
+            for row, col in enumerate(self_index[start : start + 1024]):
+                if col is not None:
+                    sims[row, col] = -np.inf
+        out[start : start + len(sims)] = np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
+    return out
+
+
+def calibrate(ref: np.ndarray, k: int, keep: float) -> float:
+    """The score a share `keep` of the reference reaches when each is scored against the others."""
+    loo = knn_scores(ref, ref, k, list(range(len(ref))))
+    return float(np.quantile(loo, 1.0 - keep))
+
+
+__all__ = ["Relevance", "Rule", "SourceRelevance", "calibrate", "knn_scores", "summary"]

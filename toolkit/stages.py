@@ -136,7 +136,8 @@ def collect(task: Task, run: RunDir, *, limit: int | None = None, dry_run: bool 
         asked += f" ({res.failed} failed, e.g. {res.failures[0]}: run collect again to retry them)"
     if res.stopped:
         asked += f"; stopped: {res.stopped}"
-    summary_ = f"{asked}; relevance ≥ {task.relevance.threshold}: {dropped}"
+    rule = res.rule.describe() if res.rule else f"relevance ≥ {task.relevance.threshold}"
+    summary_ = f"{asked}; relevance {rule}: {dropped}"
     return StageResult("collect", res.asked == 0, summary_, report, {"relevance": [r.__dict__ for r in relevance]})
 
 

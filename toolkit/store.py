@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +43,31 @@ CREATE TABLE IF NOT EXISTS pairs (
     embedding   BLOB,
     relevance   REAL,
     relevant    INTEGER,
-    latency_ms  REAL,
+    latency_ms  REAL,                   -- from the first request to the answer, retries included
+    tokens_in   INTEGER,                -- prompt tokens, where the teacher reports them
+    tokens_out  INTEGER,                -- completion tokens
+    attempts    INTEGER,                -- requests it took (1 = no retry)
     created_at  REAL NOT NULL,
     PRIMARY KEY (input_hash, teacher)
 );
 CREATE INDEX IF NOT EXISTS pairs_teacher_split ON pairs (teacher, split, status);
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,       -- e.g. relevance/<teacher>: the calibrated relevance rule
+    value       TEXT NOT NULL           -- JSON
+);
+CREATE TABLE IF NOT EXISTS vectors (    -- sentence embeddings of texts that are not pairs (relevance reference)
+    encoder     TEXT NOT NULL,
+    input_hash  TEXT NOT NULL,
+    embedding   BLOB NOT NULL,
+    PRIMARY KEY (encoder, input_hash)
+);
 """
+# columns added after the first release: (name, SQL type); older stores get them on open
+ADDED_COLUMNS = [("tokens_in", "INTEGER"), ("tokens_out", "INTEGER"), ("attempts", "INTEGER")]
+COLUMNS = (
+    "input_hash, input, source, gold, split, status, label, probs, embedding, relevance, relevant,"
+    " reason, raw, latency_ms, tokens_in, tokens_out, attempts"
+)
 
 
 @dataclass
@@ -66,6 +86,9 @@ class Pair:
     reason: str | None = None
     raw: str | None = None
     latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    attempts: int | None = None
 
 
 def _blob(a: np.ndarray | None) -> bytes | None:
@@ -85,6 +108,11 @@ class PairStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(pairs)")}
+            with self.db:
+                for name, kind in ADDED_COLUMNS:
+                    if name not in have:
+                        self.db.execute(f"ALTER TABLE pairs ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as exc:
             raise InputError(
                 f"{path}: not a tsd-edge pair store ({exc}); move it away or use another --workdir"
@@ -139,6 +167,9 @@ class PairStore:
                 p.relevance,
                 int(p.relevant),
                 p.latency_ms,
+                p.tokens_in,
+                p.tokens_out,
+                p.attempts,
                 time.time(),
             )
             for p in pairs
@@ -146,26 +177,72 @@ class PairStore:
         with self.db:
             cur = self.db.executemany(
                 "INSERT INTO pairs (input_hash, teacher, input, source, gold, split, status, reason, raw,"
-                " label, probs, embedding, relevance, relevant, latency_ms, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " label, probs, embedding, relevance, relevant, latency_ms, tokens_in, tokens_out, attempts,"
+                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                 # only a pair already stored is skipped; a row breaking a CHECK is an error, not silence
                 " ON CONFLICT (input_hash, teacher) DO NOTHING",
                 rows,
             )
         return cur.rowcount
 
-    def mark_relevance(self, fingerprint: str, threshold: float) -> None:
+    def get_meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def vectors(self, encoder: str, keys: list[str], fingerprint: str | None = None) -> dict[str, np.ndarray]:
+        """Stored embeddings by input hash: from the vector cache, else from `fingerprint`'s pairs."""
+        out: dict[str, np.ndarray] = {}
+        wanted = list(dict.fromkeys(keys))
+        for i in range(0, len(wanted), 900):  # SQLite's limit on bound parameters
+            part = wanted[i : i + 900]
+            marks = ",".join("?" * len(part))
+            q = f"SELECT input_hash, embedding FROM vectors WHERE encoder=? AND input_hash IN ({marks})"
+            out.update((k, _array(b)) for k, b in self.db.execute(q, [encoder, *part]))  # type: ignore[misc]
+            if fingerprint is not None:
+                q = (
+                    "SELECT input_hash, embedding FROM pairs WHERE teacher=? AND embedding IS NOT NULL"
+                    f" AND input_hash IN ({marks})"
+                )
+                rows = self.db.execute(q, [fingerprint, *part])
+                out.update((k, _array(b)) for k, b in rows if k not in out)  # type: ignore[misc]
+        return out
+
+    def add_vectors(self, encoder: str, items: dict[str, np.ndarray]) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)", [(encoder, k, _blob(v)) for k, v in items.items()]
+            )
+
+    def set_relevance(self, fingerprint: str, scores: dict[str, float]) -> None:
+        with self.db:
+            self.db.executemany(
+                "UPDATE pairs SET relevance=? WHERE teacher=? AND input_hash=?",
+                [(float(v), fingerprint, k) for k, v in scores.items()],
+            )
+
+    def mark_relevance(self, fingerprint: str, threshold: float | None) -> None:
+        """Mark pairs relevant by score; threshold None is the one relevance calibrated at collection."""
+        if threshold is None:
+            rule = self.get_meta(f"relevance/{fingerprint}")
+            if rule is None:
+                raise InputError(f"{self.path}: relevance was never scored for this teacher: run `tsd-edge collect`")
+            threshold = float(rule["threshold"])
         with self.db:
             self.db.execute(
-                "UPDATE pairs SET relevant = (relevance IS NULL OR relevance >= ?) WHERE teacher=?",
+                # an answer of "none of these" (no label) is never relevant, whatever its score
+                "UPDATE pairs SET relevant = ((status != 'ok' OR label IS NOT NULL)"
+                " AND (relevance IS NULL OR relevance >= ?)) WHERE teacher=?",
                 (threshold, fingerprint),
             )
 
     def pairs(
         self, fingerprint: str, *, split: str | None = None, status: str | None = "ok", relevant: bool | None = None
     ) -> Iterator[Pair]:
-        sql = "SELECT input_hash, input, source, gold, split, status, label, probs, embedding, relevance, relevant,"
-        sql += " reason, raw, latency_ms FROM pairs WHERE teacher=?"
+        sql = f"SELECT {COLUMNS} FROM pairs WHERE teacher=?"
         args: list[object] = [fingerprint]
         for col, val in (("split", split), ("status", status)):
             if val is not None:
@@ -175,22 +252,7 @@ class PairStore:
             sql += " AND relevant=?"
             args.append(int(relevant))
         for r in self.db.execute(sql + " ORDER BY input_hash", args):
-            yield Pair(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                _array(r[7]),
-                _array(r[8]),
-                r[9],
-                bool(r[10]),
-                r[11],
-                r[12],
-                r[13],
-            )
+            yield Pair(*r[:7], _array(r[7]), _array(r[8]), r[9], bool(r[10]), *r[11:])
 
     def counts(self, fingerprint: str) -> dict[str, int]:
         """Counts by status, split and relevance: the figures a person checks first."""

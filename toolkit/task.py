@@ -10,10 +10,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import InputError
 
@@ -50,8 +59,10 @@ class ExamplesSpec(_Strict):
     per_label: int = Field(default=5, gt=0)
 
 
-class TeacherSpec(_Strict):
-    kind: str = "embedding"
+class EmbeddingTeacherSpec(_Strict):
+    """A sentence encoder answering by cosine to label prototypes (see docs/teachers/embedding.md)."""
+
+    kind: Literal["embedding"] = "embedding"
     model: str = "all-MiniLM-L6-v2"
     examples: ExamplesSpec | None = None
     use_descriptions: bool = False
@@ -59,10 +70,112 @@ class TeacherSpec(_Strict):
     batch_size: int = Field(default=32, gt=0)
 
 
-class RelevanceSpec(_Strict):
-    """Inputs whose best similarity to the task's labels is under `threshold` are not trained on."""
+DEFAULT_SYSTEM = "You are a careful annotator. You label texts for a classifier and answer with a label only."
+DEFAULT_PROMPT = """Classify the text into exactly one of these labels:
+{labels}
 
-    threshold: float = Field(default=0.40, ge=-1, le=1)
+Answer with the label only{none_clause}.
+
+Text: {input}"""
+
+
+class OpenAITeacherSpec(_Strict):
+    """Any OpenAI-compatible chat/completions endpoint (see docs/teachers/openai.md).
+
+    Only `model`, the prompt, the constraint, the sampling settings and the labels make up the
+    fingerprint: the URL, the key, concurrency, timeouts and budgets do not change the answers.
+    """
+
+    kind: Literal["openai"]
+    base_url: str = Field(min_length=1, description="e.g. http://localhost:8000/v1")
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field(default=None, description="name of the env variable holding the key")
+    constrain: Literal["json_schema", "choice", "guided_choice", "prompt"] = "json_schema"
+    system: str | None = DEFAULT_SYSTEM
+    prompt: str = DEFAULT_PROMPT
+    use_descriptions: bool = True
+    allow_none: bool = True
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    seed: int | None = None
+    max_answer_tokens: int = Field(default=64, ge=1)
+    logprobs: int = Field(default=5, ge=0, le=20)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    concurrency: int = Field(default=16, ge=1, le=1024)
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    backoff: float = Field(default=1.0, ge=0)
+    max_backoff: float = Field(default=60.0, ge=0)
+    max_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, gt=0)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_input(cls, v: str) -> str:
+        if "{input}" not in v:
+            raise ValueError("the prompt template must contain {input} (and may contain {labels}, {none_clause})")
+        return v
+
+
+class PythonTeacherSpec(_Strict):
+    """`module:function` answering a batch of strings (see docs/teachers/python.md)."""
+
+    kind: Literal["python"]
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    path: Path | None = Field(default=None, description="folder put on sys.path first [default: the task's folder]")
+    options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(default=64, gt=0)
+
+
+class HFTeacherSpec(_Strict):
+    """A local transformers model through a pipeline (see docs/teachers/hf.md)."""
+
+    kind: Literal["hf"]
+    model: str = Field(min_length=1, description="a local model folder")
+    pipeline: Literal["text-classification", "zero-shot-classification"] = "text-classification"
+    label_map: dict[str, str | None] = Field(default_factory=dict)
+    hypothesis_template: str = "This example is {}."
+    use_descriptions: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_length: int = Field(default=256, ge=8)
+    batch_size: int = Field(default=32, gt=0)
+
+
+def _teacher_kind(v: Any) -> str:
+    return str(v.get("kind", "embedding")) if isinstance(v, dict) else str(getattr(v, "kind", "embedding"))
+
+
+TeacherSpec = Annotated[
+    Annotated[EmbeddingTeacherSpec, Tag("embedding")]
+    | Annotated[OpenAITeacherSpec, Tag("openai")]
+    | Annotated[PythonTeacherSpec, Tag("python")]
+    | Annotated[HFTeacherSpec, Tag("hf")],
+    Discriminator(
+        _teacher_kind,
+        custom_error_type="teacher_kind",
+        custom_error_message="unknown teacher kind; use embedding, openai, python or hf",
+    ),
+]
+TEACHER_KINDS = ("embedding", "openai", "python", "hf")
+
+
+class RelevanceSpec(_Strict):
+    """Which inputs are about the task: pairs scoring under the threshold are stored but not trained on.
+
+    `knn`: the mean cosine of an input to its `k` nearest `reference` inputs (known on-task texts),
+    with the threshold calibrated so that a share `keep` of the reference itself passes (each
+    reference input scored against the others). `max_cosine`: the best cosine to the label
+    prototypes (default threshold 0.40). `teacher`: only the teacher's own verdict ("none of
+    these"). `auto`: `knn` when there is a reference (default: every row of the embedding teacher's
+    examples file), else `max_cosine`. See docs/teachers/relevance.md for the measurements.
+    """
+
+    method: Literal["auto", "knn", "max_cosine", "teacher"] = "auto"
+    reference: InputSource | None = None
+    k: int = Field(default=5, ge=1)
+    keep: float = Field(default=0.99, gt=0, le=1)
+    threshold: float | None = Field(default=None, ge=-1, le=1)
+    encoder: str = "all-MiniLM-L6-v2"
 
 
 class SplitSpec(_Strict):
@@ -117,7 +230,7 @@ class Task(_Strict):
     kind: Literal["classify"] = "classify"
     labels: list[str | LabelSpec] | Path
     inputs: list[InputSource] = Field(min_length=1)
-    teacher: TeacherSpec = TeacherSpec()
+    teacher: TeacherSpec = EmbeddingTeacherSpec()
     relevance: RelevanceSpec = RelevanceSpec()
     split: SplitSpec = SplitSpec()
     student: StudentSpec = StudentSpec()
@@ -143,6 +256,11 @@ class Task(_Strict):
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def encoder(self) -> str:
+        """The sentence encoder behind relevance and the student's init: the embedding teacher's own model."""
+        return self.teacher.model if isinstance(self.teacher, EmbeddingTeacherSpec) else self.relevance.encoder
 
     @property
     def label_specs(self) -> list[LabelSpec]:
@@ -197,6 +315,20 @@ def _load_labels(task: Task, task_path: Path) -> list[LabelSpec]:
             items = [ln.strip() for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
     else:
         items = list(task.labels)
+    try:
+        specs = _label_specs(items, task_path)
+    except ValidationError as exc:  # e.g. a name that is not valid Unicode
+        raise InputError(f"{task_path}: labels: {exc.errors()[0]['msg']}; fix the label names") from None
+    names = [s.name for s in specs]
+    if len(names) < 2:
+        raise InputError(f"{task_path}: labels: a classify task needs at least 2 labels, found {len(names)}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"{task_path}: labels: duplicated label(s) {', '.join(dupes)}; each label once")
+    return specs
+
+
+def _label_specs(items: list[Any], task_path: Path) -> list[LabelSpec]:
     specs: list[LabelSpec] = []
     for item in items:
         if isinstance(item, LabelSpec):
@@ -213,12 +345,6 @@ def _load_labels(task: Task, task_path: Path) -> list[LabelSpec]:
             raise InputError(
                 f"{task_path}: labels: entry {item!r} is not a label name; use strings or {{name, description}}"
             )
-    names = [s.name for s in specs]
-    if len(names) < 2:
-        raise InputError(f"{task_path}: labels: a classify task needs at least 2 labels, found {len(names)}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"{task_path}: labels: duplicated label(s) {', '.join(dupes)}; each label once")
     return specs
 
 
@@ -231,6 +357,8 @@ def _describe(exc: ValidationError, path: Path, text: str) -> str:
     parts = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"str", "LabelSpec", "Path"}))]
+        if loc[:1] == ["teacher"] and len(loc) > 1 and loc[1] in TEACHER_KINDS:
+            del loc[1]  # the union's tag: `teacher.base_url`, not `teacher.openai.base_url`
         field = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(root, loc)
         where = f"{path}:{line}" if line else str(path)

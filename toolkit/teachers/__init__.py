@@ -1,13 +1,26 @@
 """Teachers: anything that answers a batch of task inputs.
 
-A teacher has a `fingerprint` (changes whenever its answers could change) and
-`answer(batch) -> list[Response]`. The registry maps a `teacher.kind` to "module:attr",
-imported only when used, so a teacher's dependencies are needed only by those who use it.
+A teacher has a `fingerprint` (changes whenever its answers could change), a JSON-able `spec`
+(what it was; stored with its answers) and `answer(batch) -> list[Response]`, one per input in order.
+A teacher that answers out of order (a remote endpoint with many requests in flight) may also have
+`stream(texts) -> Iterator[tuple[int, Response]]`, yielding each answer as it arrives; collection
+then stores answers as they come instead of a batch at a time.
+
+Response statuses:
+- `ok`: an answer in the task's output space (`label` is None when the teacher said "none of these":
+  stored, never trained on);
+- `rejected`: an answer that could not be parsed into the output space; stored with `raw` and
+  `reason`, never trained on, never asked again;
+- `failed`: no answer (retries exhausted, budget spent); not stored, asked again by the next run.
+
+The registry maps a `teacher.kind` to "module:attr", imported only when used, so a teacher's
+dependencies are needed only by those who use it.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +43,18 @@ class Response:
     status: str = "ok"
     reason: str | None = None
     raw: str | None = None
+    latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    attempts: int | None = None
+
+
+def rejected(reason: str, raw: str | None = None, **kw: object) -> Response:
+    return Response(label=None, status="rejected", reason=reason, raw=raw, **kw)  # type: ignore[arg-type]
+
+
+def failed(reason: str, **kw: object) -> Response:
+    return Response(label=None, status="failed", reason=reason, **kw)  # type: ignore[arg-type]
 
 
 class Teacher(Protocol):
@@ -39,8 +64,15 @@ class Teacher(Protocol):
     def answer(self, batch: list[str]) -> list[Response]: ...
 
 
+class StreamingTeacher(Teacher, Protocol):
+    def stream(self, texts: list[str]) -> Iterator[tuple[int, Response]]: ...
+
+
 REGISTRY: dict[str, str] = {
     "embedding": "tsd_edge.teachers.embedding:EmbeddingTeacher",
+    "openai": "tsd_edge.teachers.openai:OpenAITeacher",
+    "python": "tsd_edge.teachers.python:PythonTeacher",
+    "hf": "tsd_edge.teachers.hf:HFTeacher",
 }
 
 
@@ -53,4 +85,4 @@ def load_teacher(task: Task) -> Teacher:
     return cls(task)
 
 
-__all__ = ["REGISTRY", "Response", "Teacher", "load_teacher"]
+__all__ = ["REGISTRY", "Response", "StreamingTeacher", "Teacher", "failed", "load_teacher", "rejected"]

@@ -1,0 +1,304 @@
+"""Looking into the pair store, and moving pairs to and from other tools (JSONL and Parquet).
+
+One row per pair, these columns (docs/teachers/README.md lists them too):
+
+| column | type | meaning |
+| --- | --- | --- |
+| `input` | string | the task input |
+| `input_hash` | string | its SHA-256 (the pair's identity with `teacher`) |
+| `source` | string | the input file it came from |
+| `gold` | string or null | a gold label from the data, for reporting only |
+| `split` | `train` / `heldout` | a function of `input_hash` alone |
+| `status` | `ok` / `rejected` | rejected answers are kept with `reason` and `raw`, never trained on |
+| `label` | string or null | the teacher's label (null: rejected, or "none of these") |
+| `probs` | list of float or null | soft labels, in the order of `labels` in the metadata |
+| `relevance` | float or null | the input's relevance score |
+| `relevant` | bool | whether training uses the pair |
+| `reason`, `raw` | string or null | why an answer was rejected; the teacher's raw text |
+| `latency_ms`, `tokens_in`, `tokens_out`, `attempts` | number or null | cost of the answer |
+| `teacher` | string | the teacher's fingerprint |
+| `embedding` | list of float or null | only with `--embeddings` |
+
+The teacher's labels and spec travel beside the rows: in the Parquet schema metadata
+(`tsd_edge.teacher`) and, for JSONL, in `<file>.teacher.json`. Importing a file without them
+assigns its rows to the task's current teacher, with the task's labels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import heldout, input_key
+from .errors import InputError, RuntimeMissingError
+from .store import Pair, PairStore
+from .task import Task
+
+COLUMNS = [
+    "input",
+    "input_hash",
+    "source",
+    "gold",
+    "split",
+    "status",
+    "label",
+    "probs",
+    "relevance",
+    "relevant",
+    "reason",
+    "raw",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "attempts",
+    "teacher",
+]
+
+
+@dataclass
+class StoreSummary:
+    teacher: str
+    spec: dict[str, Any]
+    total: int
+    by_status: dict[str, int]
+    by_split: dict[str, int]
+    by_relevance: dict[str, int]
+    by_label: dict[str, int]
+    by_source: dict[str, tuple[int, int]]  # source -> (ok answers, relevant)
+    tokens_in: int
+    tokens_out: int
+    latency_ms_median: float | None
+    retried: int
+    rejected: list[tuple[str, str, str | None]] = field(default_factory=list)  # (input, reason, raw)
+
+
+def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSummary:
+    db = store.db
+    row = db.execute("SELECT spec FROM teachers WHERE fingerprint=?", (fingerprint,)).fetchone()
+    spec = json.loads(row[0]) if row else {}
+
+    def grouped(col: str, where: str = "") -> dict[str, int]:
+        q = f"SELECT {col}, COUNT(*) FROM pairs WHERE teacher=? {where} GROUP BY {col} ORDER BY COUNT(*) DESC"
+        return {str(k): n for k, n in db.execute(q, (fingerprint,))}
+
+    relevance = grouped("CASE WHEN relevant THEN 'relevant' ELSE 'not relevant' END", "AND status='ok'")
+    sources = {
+        src: (n, int(kept or 0))
+        for src, n, kept in db.execute(
+            "SELECT source, COUNT(*), SUM(relevant) FROM pairs WHERE teacher=? AND status='ok' GROUP BY source",
+            (fingerprint,),
+        )
+    }
+    tin, tout, retried = db.execute(
+        "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0), COALESCE(SUM(attempts > 1), 0)"
+        " FROM pairs WHERE teacher=?",
+        (fingerprint,),
+    ).fetchone()
+    lat = [
+        r[0]
+        for r in db.execute("SELECT latency_ms FROM pairs WHERE teacher=? AND latency_ms IS NOT NULL", (fingerprint,))
+    ]
+    rejected = list(
+        db.execute(
+            "SELECT input, reason, raw FROM pairs WHERE teacher=? AND status='rejected' ORDER BY input_hash LIMIT ?",
+            (fingerprint, sample),
+        )
+    )
+    by_status = grouped("status")
+    return StoreSummary(
+        teacher=fingerprint,
+        spec=spec,
+        total=sum(by_status.values()),
+        by_status=by_status,
+        by_split=grouped("split"),
+        by_relevance=relevance,
+        by_label=grouped("COALESCE(label, '(none of these)')", "AND status='ok'"),
+        by_source=sources,
+        tokens_in=int(tin),
+        tokens_out=int(tout),
+        latency_ms_median=float(np.median(lat)) if lat else None,
+        retried=int(retried),
+        rejected=[(r[0], r[1] or "", r[2]) for r in rejected],
+    )
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def _format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    raise InputError(f"{path}: unknown format; name the file *.parquet or *.jsonl")
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise RuntimeMissingError("Parquet import/export", "pyarrow") from None
+    return pyarrow
+
+
+def _row(p: Pair, fingerprint: str, embeddings: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "input": p.input,
+        "input_hash": p.input_hash,
+        "source": p.source,
+        "gold": p.gold,
+        "split": p.split,
+        "status": p.status,
+        "label": p.label,
+        "probs": None if p.probs is None else [float(x) for x in p.probs],
+        "relevance": p.relevance,
+        "relevant": p.relevant,
+        "reason": p.reason,
+        "raw": p.raw,
+        "latency_ms": p.latency_ms,
+        "tokens_in": p.tokens_in,
+        "tokens_out": p.tokens_out,
+        "attempts": p.attempts,
+        "teacher": fingerprint,
+    }
+    if embeddings:
+        row["embedding"] = None if p.embedding is None else [float(x) for x in p.embedding]
+    return row
+
+
+def export_pairs(store: PairStore, fingerprint: str, path: Path, *, embeddings: bool = False) -> int:
+    fmt = _format(path)
+    meta = {
+        "fingerprint": fingerprint,
+        "labels": store.labels(fingerprint),
+        "spec": summarise(store, fingerprint, 0).spec,
+    }
+    rows = [_row(p, fingerprint, embeddings) for p in store.pairs(fingerprint, status=None)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    if fmt == "jsonl":
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        path.with_name(path.name + ".teacher.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    else:
+        pa = _pyarrow()
+        cols = [*COLUMNS, "embedding"] if embeddings else COLUMNS
+        table = pa.Table.from_pylist(rows, schema=_schema(pa, embeddings)).select(cols)
+        table = table.replace_schema_metadata({"tsd_edge.teacher": json.dumps(meta)})
+        pa.parquet.write_table(table, tmp)
+    tmp.replace(path)
+    return len(rows)
+
+
+def _schema(pa: Any, embeddings: bool) -> Any:
+    fields = [
+        ("input", pa.string()),
+        ("input_hash", pa.string()),
+        ("source", pa.string()),
+        ("gold", pa.string()),
+        ("split", pa.string()),
+        ("status", pa.string()),
+        ("label", pa.string()),
+        ("probs", pa.list_(pa.float32())),
+        ("relevance", pa.float64()),
+        ("relevant", pa.bool_()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("tokens_in", pa.int64()),
+        ("tokens_out", pa.int64()),
+        ("attempts", pa.int64()),
+        ("teacher", pa.string()),
+    ]
+    if embeddings:
+        fields.append(("embedding", pa.list_(pa.float32())))
+    return pa.schema(fields)
+
+
+# -- import ----------------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    if not path.is_file():
+        raise InputError(f"file not found: {path} (give a .parquet or .jsonl file of pairs)")
+    if _format(path) == "jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg}); one JSON object per line") from None
+                if not isinstance(obj, dict):
+                    raise InputError(f"{path}:{n}: a row is a JSON object with at least 'input' and 'label'")
+                rows.append(obj)
+        side = path.with_name(path.name + ".teacher.json")
+        return rows, (json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None)
+    pa = _pyarrow()
+    table = pa.parquet.read_table(path)
+    raw = (table.schema.metadata or {}).get(b"tsd_edge.teacher")
+    return table.to_pylist(), (json.loads(raw) if raw else None)
+
+
+def import_pairs(store: PairStore, task: Task, fingerprint: str, path: Path) -> tuple[int, int]:
+    """Add the file's pairs; (added, already there). Splits are recomputed from the task, never trusted."""
+    rows, meta = _read(path)
+    if meta:
+        fingerprint, labels, spec = meta["fingerprint"], meta["labels"], meta.get("spec") or {}
+    else:
+        labels, spec = task.label_names, {"kind": "imported", "from": path.name}
+    store.register_teacher(fingerprint, labels, spec)
+    pairs = []
+    for n, row in enumerate(rows, 1):
+        pairs.append(_pair(row, labels, task, f"{path}: row {n}"))
+    added = store.add(fingerprint, pairs)
+    store.mark_relevance(fingerprint, task.relevance.threshold)
+    return added, len(pairs) - added
+
+
+def _pair(row: dict[str, Any], labels: list[str], task: Task, where: str) -> Pair:
+    text = row.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{where}: no 'input' text; every row needs 'input' and 'label' (or status 'rejected')")
+    text = text.strip()
+    key = input_key(text)
+    if row.get("input_hash") not in (None, key):
+        raise InputError(f"{where}: input_hash does not match the input's SHA-256; drop the column or fix the row")
+    status = row.get("status") or "ok"
+    label = row.get("label")
+    if status not in ("ok", "rejected"):
+        raise InputError(f"{where}: status {status!r}; use 'ok' or 'rejected'")
+    if status == "ok" and label is not None and label not in labels:
+        raise InputError(f"{where}: label {label!r} is not one of the teacher's labels")
+    probs = row.get("probs")
+    if probs is not None and len(probs) != len(labels):
+        raise InputError(f"{where}: probs has {len(probs)} values for {len(labels)} labels")
+    emb = row.get("embedding")
+    return Pair(
+        input_hash=key,
+        input=text,
+        source=str(row.get("source") or "imported"),
+        gold=row.get("gold"),
+        split="heldout" if heldout(key, task.split.heldout) else "train",
+        status=status,
+        label=label if status == "ok" else None,
+        probs=None if probs is None else np.asarray(probs, dtype=np.float32),
+        embedding=None if emb is None else np.asarray(emb, dtype=np.float32),
+        relevance=row.get("relevance"),
+        relevant=bool(row.get("relevant", True)),
+        reason=row.get("reason"),
+        raw=row.get("raw"),
+        latency_ms=row.get("latency_ms"),
+        tokens_in=row.get("tokens_in"),
+        tokens_out=row.get("tokens_out"),
+        attempts=row.get("attempts"),
+    )
