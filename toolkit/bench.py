@@ -58,6 +58,7 @@ class System:
     throughput_runs: list[float] = field(default_factory=list)
     model_ms_per_batch: float | None = None
     gflops: float | None = None
+    mflop_per_query: float | None = None
     peak_rss_mib: float | None = None
     rss_after_load_mib: float | None = None
     load_s: float | None = None
@@ -351,6 +352,8 @@ def _summarise(s: System, runs: list[dict], flops: Callable[[list[str]], float] 
     if runs[0].get("model_s") is not None:
         s.model_ms_per_batch = float(np.median([1e3 * r["model_s"] / len(r["groups"]) for r in runs]))
     if flops is not None:
+        done = sum(flops(texts) for r in runs for texts in r["groups"])
+        s.mflop_per_query = done / sum(r["batch_queries"] for r in runs) / 1e6
         time_key = "model_s" if runs[0].get("model_s") is not None else "batch_s"
         s.gflops = float(np.median([sum(flops(texts) for texts in r["groups"]) / r[time_key] / 1e9 for r in runs]))
     measured = all(r["joules_single"] is not None for r in runs)
