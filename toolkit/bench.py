@@ -536,12 +536,17 @@ def chart(result: BenchResult, threshold: float | None = None) -> str:
         parts.append(
             f'<text x="{width - right + 4}" y="{y(threshold) + 4:.1f}" fill="#1565c0">threshold {threshold}</text>'
         )
-    for s, lx, ay in zip(points, xs, ys, strict=False):
+    placed: list[tuple[float, float, float]] = []  # (x0, x1, baseline) of labels drawn so far
+    for s, lx, ay in sorted(zip(points, xs, ys, strict=False), key=lambda t: (-t[2], t[1])):
         colour = {"teacher": "#6a1b9a", "student": "#ef6c00"}.get(s.kind, "#2e7d32")
+        label = f"{s.name} ({s.latency_ms['p50']:.2f} ms)"
+        x0, ly = x(lx) + 8, y(ay) - 6
+        x1 = x0 + 7 * len(label)  # about 7 px a character at 12 px
+        while any(a < x1 and x0 < b and abs(ly - base) < 14 for a, b, base in placed):
+            ly += 15  # move down until it overlaps no other label
+        placed.append((x0, x1, ly))
         parts.append(f'<circle cx="{x(lx):.1f}" cy="{y(ay):.1f}" r="5" fill="{colour}"/>')
-        parts.append(
-            f'<text x="{x(lx) + 8:.1f}" y="{y(ay) - 6:.1f}">{html.escape(s.name)} ({s.latency_ms["p50"]:.2f} ms)</text>'
-        )
+        parts.append(f'<text x="{x0:.1f}" y="{ly:.1f}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
