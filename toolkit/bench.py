@@ -299,15 +299,16 @@ class _Worker:
         self.name = spec["name"]
         self.tmp = tempfile.TemporaryDirectory(prefix="tsd-bench-")
         path = Path(self.tmp.name) / "spec.json"
-        path.write_text(json.dumps({**spec, "warmup": warmup}), encoding="utf-8")
+        path.write_text(json.dumps({**spec, "warmup": warmup, "scratch": self.tmp.name}), encoding="utf-8")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(spec["threads"])
+        self.stderr = open(Path(self.tmp.name) / "stderr.txt", "w", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tsd_edge.bench", str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=open(Path(self.tmp.name) / "stderr.txt", "w", encoding="utf-8"),  # noqa: SIM115
+            stderr=self.stderr,
             text=True,
             env=env,
         )
@@ -336,6 +337,7 @@ class _Worker:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        self.stderr.close()
         self.tmp.cleanup()
 
 
@@ -600,7 +602,7 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], Callable[[list[str]],
         if spec.get("package"):
             from .package import read_package
 
-            pkg = read_package(Path(spec["package"]), Path(tempfile.mkdtemp(prefix="tsd-bench-pkg-")))
+            pkg = read_package(Path(spec["package"]), Path(spec["scratch"]) / "package")  # removed by the parent
             artifact = Artifact.load_meta(pkg.file("artifact.json"))
             artifact.path = pkg.file(artifact.path.name)
             tokenizer, label_file = pkg.file("tokenizer.json"), pkg.file("labels.json")
