@@ -46,6 +46,7 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.slow = slow
         self.retry_after = 1
         self.plan: dict[str, list[str]] = {}
+        self.answers: dict[str, str] = {}  # text -> label, overriding label_for (e.g. gold labels)
         self.attempts: Counter[str] = Counter()
         self.headers_seen: list[dict[str, str]] = []
         self.bodies: list[dict[str, Any]] = []
@@ -82,7 +83,8 @@ class FakeOpenAI(ThreadingHTTPServer):
     def completion(self, body: dict[str, Any], fault: str) -> dict[str, Any]:
         prompt = body["messages"][-1]["content"]
         text = input_of(prompt)
-        label = {"outside": "banana", "none": "none"}.get(fault, label_for(text, self.labels))
+        label = {"outside": "banana", "none": "none"}.get(fault)
+        label = label or self.answers.get(text) or label_for(text, self.labels)
         choices = (body.get("structured_outputs") or {}).get("choice") or body.get("guided_choice")
         if choices is not None and fault == "ok":
             assert label in choices

@@ -112,16 +112,15 @@ class Relevance:
     # -- during collection ---------------------------------------------------------------------------
 
     def fill(self, texts: list[str], responses: list[Any]) -> None:
-        """Before answers are stored: give each the task encoder's embedding; leave its score to `refresh`."""
+        """Before answers are stored: drop the teacher's own score unless the rule is `teacher`.
+
+        Embeddings and scores come later, in `refresh`, in large batches: computing them per commit
+        would stall a fast remote teacher behind the encoder.
+        """
         if self.method == "teacher":
             return
-        need = [i for i, r in enumerate(responses) if r.embedding is None and r.status == "ok"]
-        if need:
-            emb = self._embed([texts[i] for i in need])
-            for i, e in zip(need, emb, strict=True):
-                responses[i].embedding = e
         for r in responses:
-            r.relevance = None  # scored by refresh(), against the whole reference
+            r.relevance = None
 
     # -- after collection ----------------------------------------------------------------------------
 
@@ -152,8 +151,14 @@ class Relevance:
         missing = [i for i, r in enumerate(rows) if r[2] is None]
         emb = [None if r[2] is None else np.frombuffer(r[2], dtype="<f4") for r in rows]
         if missing:
-            for i, e in zip(missing, self._embed([rows[i][1] for i in missing]), strict=True):
-                emb[i] = e
+            from .progress import progress
+
+            with progress("relevance: embedding", total=len(missing)) as bar:
+                for start in range(0, len(missing), 1024):
+                    part = missing[start : start + 1024]
+                    for i, e in zip(part, self._embed([rows[i][1] for i in part]), strict=True):
+                        emb[i] = e
+                    bar.advance(0, len(part))
         x = np.stack(emb).astype(np.float32) if rows else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
         if self.method == "knn":
             ref_keys, ref = self.reference_embeddings(fingerprint)
