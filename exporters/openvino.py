@@ -65,15 +65,17 @@ class OpenVinoBackend:
         ov = _openvino()
         workdir.mkdir(parents=True, exist_ok=True)
         out = workdir / "model.xml"
-        model = ov.convert_model(str(onnx_path))
+        if profile.precision not in ("fp32", "int8"):
+            raise InputError(
+                f"profile {profile.name}: the openvino backend builds fp32 or int8, not {profile.precision}"
+            )
+        # read_model, not convert_model: convert_model probes every framework loaded in the process (with
+        # transformers loaded that probe imported BERT's modeling code: 8 s per build); ONNX needs no probe
+        model = ov.Core().read_model(str(onnx_path))
         build: dict[str, Any] = {"openvino": ov.__version__, "source_onnx_sha256": sha256_file(onnx_path)}
         if profile.precision == "int8":
             model, details = _quantize(model, calibration, profile)
             build.update(details)
-        elif profile.precision != "fp32":
-            raise InputError(
-                f"profile {profile.name}: the openvino backend builds fp32 or int8, not {profile.precision}"
-            )
         # compress_to_fp16=False: the IR keeps FP32 weights, so it is the model that was checked
         ov.save_model(model, str(out), compress_to_fp16=False)
         return Artifact(
