@@ -198,7 +198,8 @@ def export(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None
 
 @app.command("compile")
 def compile_(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, force: Force = False) -> None:
-    """Build the artifact for a target profile (ONNX Runtime fp32, or INT8 calibrated on the task's inputs)."""
+    """Build the artifact for a target (ONNX Runtime, OpenVINO, TensorRT). For a Jetson the ONNX is lowered and
+    its agreement predicted here; the engine itself is built on the device (exit 2 on a host, saying why)."""
 
     def body() -> None:
         from . import stages
