@@ -3,8 +3,8 @@
     python benchmarks/teacher_concurrency.py [--latency 0.2] [--concurrency 1 4 16 64]
 
 For each concurrency c, a full `collect` (requests, parsing, soft labels, store commits) of
-max(24, 8·c) inputs against tests/openai_server.py answering every request after `latency`
-seconds. Ideal: c / latency requests per second; the goal is ≥ 90% of it until the client is
+max(64, 16·c) inputs against tests/openai_server.py, run in its own process, answering every
+request after `latency` seconds. Ideal: c / latency requests per second; the goal is ≥ 90% of it until the client is
 CPU-bound. Prints one Markdown table row per concurrency.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from openai_server import FakeOpenAI
 from tsd_edge.collect import collect
 from tsd_edge.store import PairStore
 from tsd_edge.task import load_task
@@ -27,9 +28,9 @@ from tsd_edge.task import load_task
 LABELS = ["billing", "delivery", "account", "technical"]
 
 
-def run(latency: float, concurrency: int) -> tuple[int, float]:
-    n = max(24, 8 * concurrency)
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(LABELS, latency=latency) as server:
+def run(url: str, concurrency: int) -> tuple[int, float]:
+    n = max(64, 16 * concurrency)
+    with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "in.txt").write_text("\n".join(f"benchmark query {i}" for i in range(n)) + "\n")
         task = {
@@ -37,7 +38,7 @@ def run(latency: float, concurrency: int) -> tuple[int, float]:
             "labels": LABELS,
             "inputs": [{"path": "in.txt"}],
             "relevance": {"method": "teacher"},
-            "teacher": {"kind": "openai", "base_url": server.url, "model": "m", "concurrency": concurrency},
+            "teacher": {"kind": "openai", "base_url": url, "model": "m", "concurrency": concurrency},
         }
         (folder / "task.yaml").write_text(json.dumps(task))
         with PairStore(folder / "pairs.sqlite") as store:
@@ -47,7 +48,6 @@ def run(latency: float, concurrency: int) -> tuple[int, float]:
             start = time.perf_counter()
             res = collect(t, store)
             seconds = time.perf_counter() - start
-        assert server.max_in_flight <= concurrency
         return res.asked, seconds
 
 
@@ -58,10 +58,28 @@ def main() -> None:
     args = ap.parse_args()
     print(f"| concurrency | requests | seconds | requests/s | ideal (c / {args.latency:g} s) | share of ideal |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for c in args.concurrency:
-        n, seconds = run(args.latency, c)
-        rate, ideal = n / seconds, c / args.latency
-        print(f"| {c} | {n} | {seconds:.2f} | {rate:.1f} | {ideal:.1f} | {rate / ideal:.0%} |", flush=True)
+    server = Path(__file__).resolve().parents[1] / "tests" / "openai_server.py"
+    port = 18000 + os.getpid() % 1000
+    cmd = [
+        sys.executable,
+        str(server),
+        "--port",
+        str(port),
+        "--latency",
+        str(args.latency),
+        "--labels",
+        ",".join(LABELS),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()  # type: ignore[union-attr]  # "serving on ..."
+        for c in args.concurrency:
+            n, seconds = run(f"http://127.0.0.1:{port}/v1", c)
+            rate, ideal = n / seconds, c / args.latency
+            print(f"| {c} | {n} | {seconds:.2f} | {rate:.1f} | {ideal:.1f} | {rate / ideal:.0%} |", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 if __name__ == "__main__":
