@@ -153,7 +153,9 @@ def _pairs(action: str, task: Path, file: Path | None, workdir: Path | None, emb
     console.print(f"[bold]teacher[/]    {fingerprint} ({s.spec.get('kind', '?')}), {s.total} pairs in {run.pairs}")
     console.print(line("status", s.by_status))
     console.print(line("split", s.by_split))
-    console.print(line("relevance", s.by_relevance) + f"  (threshold {t.relevance.threshold})")
+    rule = s.relevance_rule or {}
+    shown = f"{rule.get('method')} ≥ {rule['threshold']:.3f}" if rule else f"threshold {t.relevance.threshold}"
+    console.print(line("relevance", s.by_relevance) + f"  ({shown})")
     for src, (n, kept) in sorted(s.by_source.items()):
         console.print(f"{'':<11}{escape(src)}: {kept}/{n} relevant")
     top = list(s.by_label.items())

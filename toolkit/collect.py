@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .data import TaskInput, heldout, read_inputs
 from .errors import InputError
@@ -71,7 +72,7 @@ def collect(
     with progress("collect", total=len(todo)) as bar:
         for n, items in enumerate(rounds):
             before = result.asked, result.rejected, result.failed
-            _collect(task, store, teacher, items, score, result, lambda k: bar.advance(0, k))
+            _collect(task, store, teacher, items, score, result, lambda k: _advance(bar, k, result, start))
             if n == 0 and len(rounds) > 1:
                 _smoke_check(store, teacher.fingerprint, result, before)
             if result.stopped:
@@ -79,6 +80,11 @@ def collect(
     result.seconds = time.perf_counter() - start
     result.rule = relevance.refresh(teacher.fingerprint)
     return result
+
+
+def _advance(bar: Any, n: int, result: CollectResult, start: float) -> None:
+    seconds = time.perf_counter() - start
+    bar.update(0, advance=n, rate=f"{result.asked / seconds:.1f}/s" if seconds > 0 else "")
 
 
 def _collect(

@@ -74,6 +74,7 @@ class StoreSummary:
     latency_ms_median: float | None
     retried: int
     rejected: list[tuple[str, str, str | None]] = field(default_factory=list)  # (input, reason, raw)
+    relevance_rule: dict[str, Any] | None = None  # the rule collection last marked pairs with
 
 
 def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSummary:
@@ -123,6 +124,7 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
         latency_ms_median=float(np.median(lat)) if lat else None,
         retried=int(retried),
         rejected=[(r[0], r[1] or "", r[2]) for r in rejected],
+        relevance_rule=store.get_meta(f"relevance/{fingerprint}"),
     )
 
 
