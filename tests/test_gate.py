@@ -122,3 +122,32 @@ def test_strict_rule_judges_the_lower_bound() -> None:
     assert inputs_needed(0.80, 0.85) is None
     report = AgreementReport(**{**strict.__dict__})
     assert report.rule == "strict" and not report
+
+
+@pytest.mark.parametrize("holds", [True, False])
+def test_gate_without_the_runtime_judges_the_bound_report(
+    pipeline: tuple[Path, Path, Ran], tmp_path: Path, holds: bool
+) -> None:
+    """A TensorRT package on a runner without TensorRT: not re-run, and the output says so."""
+    import json
+
+    from tsd_edge.package import write_package
+
+    _, workdir, ran = pipeline
+    assert ran.code == 0
+    agreement = 0.95 if holds else 0.5
+    report = compare("jetson-orin-nano", ["a"] * 100, ["a"] * int(agreement * 100) + ["b"] * int(100 - agreement * 100))
+    artifact = {"backend": "tensorrt", "path": "model.engine", "precision": "fp16", "build": {}, "extra_files": []}
+    files = {
+        "model.engine": b"\x00" * 256,  # never loaded: there is no TensorRT here
+        "artifact.json": json.dumps(artifact).encode(),
+        "tokenizer.json": (workdir / "student" / "tokenizer.json").read_bytes(),
+        "labels.json": b'["a", "b"]',
+        "heldout.jsonl": b'{"input": "where is my card", "teacher": "a"}\n',
+        "report.json": json.dumps(report.to_dict()).encode(),
+    }
+    manifest = {"task": "t", "target": "jetson-orin-nano", "max_length": 32, "threshold": 0.9, "rule": "point"}
+    pkg = write_package(tmp_path / "engine.tsdpkg", files, manifest)
+    gate = _gate(pkg, tmp=tmp_path)
+    assert gate.code == (0 if holds else 1), gate.out + gate.err
+    assert "not re-run" in gate.out and "tensorrt" in gate.out
