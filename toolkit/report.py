@@ -64,7 +64,21 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render(task_name: str, reports: list[AgreementReport]) -> str:
+def bench_latency(path: Path) -> dict[str, float]:
+    """Batch-1 p50 latency per stage from `tsd-edge bench` (bench.json), where it has been run."""
+    import json
+
+    if not path.is_file():
+        return {}
+    try:
+        systems = json.loads(path.read_text(encoding="utf-8"))["systems"]
+        return {s["name"]: float(s["latency_ms"]["p50"]) for s in systems}
+    except (ValueError, KeyError, TypeError):
+        return {}  # a bench file from another version: the report goes on without latency
+
+
+def render(task_name: str, reports: list[AgreementReport], latency_ms: dict[str, float] | None = None) -> str:
+    latency_ms = latency_ms or {}
     stage_rows = []
     for r in reports:
         fid = r.fidelity or {}
@@ -78,6 +92,8 @@ def render(task_name: str, reports: list[AgreementReport]) -> str:
                 "" if r.gold_accuracy is None else f"{r.gold_accuracy:.3f}",
                 f"{fid['prediction_match']:.4f}" if fid else "",
                 f"{fid['max_abs_dlogit']:.3g}" if fid else "",
+                f"{r.details['artifact_bytes'] / 1e6:.1f} MB" if "artifact_bytes" in r.details else "",
+                f"{latency_ms[r.stage]:.2f} ms" if r.stage in latency_ms else "",
                 "" if r.threshold is None or itself else ("holds" if r.passed else "<b>does not hold</b>"),
             ]
         )
@@ -86,7 +102,8 @@ def render(task_name: str, reports: list[AgreementReport]) -> str:
     sections = [
         f"<h1>tsd-edge: {html.escape(task_name)}</h1>",
         "<p>Agreement of each stage with the teacher on the held-out inputs (the teacher's row gives its "
-        "accuracy on the gold labels, where the data has them).</p>",
+        "accuracy on the gold labels, where the data has them). Latency is from <code>tsd-edge bench</code>, "
+        "where it has been run.</p>",
         _table(
             [
                 "stage",
@@ -96,6 +113,8 @@ def render(task_name: str, reports: list[AgreementReport]) -> str:
                 "gold acc.",
                 "same prediction as fp32 student",
                 "max |Δ logit|",
+                "size",
+                "latency, batch 1 (p50)",
                 "threshold",
             ],
             stage_rows,
@@ -136,5 +155,7 @@ def render(task_name: str, reports: list[AgreementReport]) -> str:
 
 
 def write_report(task_name: str, reports_dir: Path, out: Path) -> Path:
-    out.write_text(render(task_name, load_reports(reports_dir)), encoding="utf-8")
+    """The page for a run folder; latency comes from `bench.json` beside it when `tsd-edge bench` has run."""
+    latency = bench_latency(out.parent / "bench.json")
+    out.write_text(render(task_name, load_reports(reports_dir), latency), encoding="utf-8")
     return out

@@ -347,7 +347,9 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
     report.details = {
         "backend": artifact.backend,
         "precision": artifact.precision,
-        "artifact_bytes": artifact.path.stat().st_size,
+        "artifact_bytes": sum(
+            (artifact.path.parent / f).stat().st_size for f in [artifact.path.name, *artifact.extra_files]
+        ),
     }
     if "predicted_agreement" in artifact.build:  # what the host predicted from the lowered ONNX, to compare
         report.details["predicted_agreement"] = artifact.build["predicted_agreement"]
