@@ -32,7 +32,7 @@ def progress(description: str, total: int, unit: str = "") -> Iterator[Progress]
         TimeRemainingColumn(),
         console=stderr,
         transient=False,
-        disable=not stderr.is_terminal and total < 1,
+        disable=not stderr.is_terminal,  # in CI logs and subprocesses the stage summary lines say it all
     ) as bar:
         bar.add_task(description, total=total, rate=unit)
         yield bar
