@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 from .task import ExamplesSpec, InputSource, Task
@@ -38,6 +39,17 @@ def heldout(key: str, share: float) -> bool:
     return int(key[:8], 16) / 0x1_0000_0000 < share
 
 
+def jsonl_rows(lines: Iterable[str], path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-empty line; bad JSON is an InputError naming file and line."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{n}: not valid JSON ({exc.msg}); one JSON object per line") from None
+
+
 def _rows(path: Path, fmt: str, text_field: str, label_field: str | None) -> Iterator[tuple[int, str, str | None]]:
     if not path.is_file():
         raise InputError(f"input file not found: {path} (fix inputs[].path in the task file)")
@@ -46,13 +58,7 @@ def _rows(path: Path, fmt: str, text_field: str, label_field: str | None) -> Ite
             for n, line in enumerate(fh, 1):
                 yield n, line.rstrip("\n"), None
         elif fmt == "jsonl":
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg}); one JSON object per line") from None
+            for n, obj in jsonl_rows(fh, path):
                 if not isinstance(obj, dict) or text_field not in obj:
                     raise InputError(f"{path}:{n}: no '{text_field}' field; set text_field in the task file")
                 yield (

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import heldout, input_key
+from .data import heldout, input_key, jsonl_rows
 from .errors import InputError, RuntimeMissingError
 from .store import Pair, PairStore
 from .task import Task
@@ -233,13 +233,7 @@ def _read(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     if _format(path) == "jsonl":
         rows = []
         with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: not valid JSON ({exc.msg}); one JSON object per line") from None
+            for n, obj in jsonl_rows(fh, path):
                 if not isinstance(obj, dict):
                     raise InputError(f"{path}:{n}: a row is a JSON object with at least 'input' and 'label'")
                 rows.append(obj)
