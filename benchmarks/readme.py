@@ -29,19 +29,20 @@ def render(data: dict, name: str) -> str:
         f"{st['repeats']} interleaved repeats of {st['queries_b1_per_repeat']} batch-1 queries and "
         f"{st['batches_per_repeat']} batches of {st['batch_size']}, on held-out inputs; medians.",
         "",
-        f"| system | runtime | b1 p50 · p90 · p99 ms | b{st['batch_size']} queries/s | GFLOP/s (% fp32 peak) "
-        f"| peak MiB | size MB | params M | agreement | {energy_head} | $ / 1M queries |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| system | runtime | b1 p50 · p90 · p99 ms | b{st['batch_size']} queries/s | MFLOP / query "
+        f"| GFLOP/s (% fp32 peak) | peak MiB | size MB | params M | agreement | {energy_head} | $ / 1M queries |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in b["systems"]:
         lat, e, c = s["latency_ms"], s["energy"], s["cost_per_1m_usd"]
         frac = s.get("fraction_of_fp32_peak")
         gflops = "—" if s["gflops"] is None else f"{s['gflops']:.1f} ({100 * frac:.0f}%)"
+        mflop = _f(s.get("mflop_per_query"), ",.0f")
         size = _f(s["size_bytes"] and s["size_bytes"] / 1e6, ".1f")
         params = _f(s["parameters"] and s["parameters"] / 1e6, ".2f")
         lines.append(
             f"| {s['name']} | {s['runtime']} {s['precision']} | {lat['p50']:.2f} · {lat['p90']:.2f} · "
-            f"{lat['p99']:.2f} | {s['throughput_qps']:,.0f} | {gflops} | {s['peak_rss_mib']:.0f} | "
+            f"{lat['p99']:.2f} | {s['throughput_qps']:,.0f} | {mflop} | {gflops} | {s['peak_rss_mib']:.0f} | "
             f"{size} | {params}"
             f" | {'(itself)' if s['kind'] == 'teacher' else _f(s['agreement'], '.4f')} | "
             f"{e['joules_per_1k_b1']:.1f} · {e['joules_per_1k_b32']:.1f} | {c['total']:.3f} |"
