@@ -6,11 +6,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..targets import Profile
+if TYPE_CHECKING:  # pydantic costs ~15 MiB; a device that runs a package never needs it
+    from ..targets import Profile
 
 Batch = dict[str, np.ndarray]
 
