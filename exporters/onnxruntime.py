@@ -13,13 +13,16 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..digest import sha256_file
 from ..errors import RuntimeMissingError
-from ..targets import Profile
 from .base import Artifact, Batch
+
+if TYPE_CHECKING:  # pydantic is not needed to run an artifact
+    from ..targets import Profile
 
 INPUTS = ("input_ids", "attention_mask")
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..digest import sha256_file
 from ..errors import InputError, RuntimeMissingError
-from ..targets import Profile
 from .base import Artifact, Batch
+
+if TYPE_CHECKING:  # pydantic is not needed to run an artifact
+    from ..targets import Profile
 
 INPUTS = ("input_ids", "attention_mask")
 
