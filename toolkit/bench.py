@@ -590,7 +590,7 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], Callable[[list[str]],
         from .student import StudentRunner, count_parameters
 
         folder = Path(spec["student"])
-        runner: Any = StudentRunner(folder)
+        runner: Any = StudentRunner.load(folder)
         params: int | None = count_parameters(runner.model)
         encode = TextEncoder(folder / "tokenizer.json", spec["max_length"])
         labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))

@@ -20,6 +20,7 @@ import numpy as np
 from .agreement import AgreementReport, compare
 from .encoder import encoder_dir
 from .errors import InputError
+from .infer import predict_logits
 from .progress import progress
 from .store import Pair, PairStore
 from .task import Task
@@ -55,7 +56,7 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
     import torch
     import torch.nn.functional as F
 
-    from .student import build_student, count_parameters, save_student
+    from .student import StudentRunner, build_student, count_parameters, save_student
 
     fingerprint: str = teacher.fingerprint  # type: ignore[attr-defined]
     cfg, spec = task.training, task.student
@@ -128,19 +129,12 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
         optimizer, lambda s: min((s + 1) / max(warmup, 1), max(0.0, (steps - s) / max(steps - warmup, 1)))
     )
 
+    runner = StudentRunner(model, device)
+
     def predict(pairs: list[Pair]) -> list[str]:
         model.eval()
-        preds: list[str] = []
-        order = length_batches(encode.lengths([p.input for p in pairs]), 128)
-        by_index: dict[int, str] = {}
-        with torch.no_grad():
-            for idx in order:
-                batch = encode([pairs[i].input for i in idx])
-                logits, _ = model(*(torch.from_numpy(batch[k]).to(device) for k in ("input_ids", "attention_mask")))
-                for i, j in zip(idx, logits.argmax(1).tolist(), strict=True):
-                    by_index[i] = labels[j]
-        preds = [by_index[i] for i in range(len(pairs))]
-        return preds
+        logits = predict_logits(runner, encode, [p.input for p in pairs], batch_size=128)
+        return [labels[i] for i in logits.argmax(1)]
 
     teacher_held = [p.label for p in held]
     history: list[dict[str, float]] = []

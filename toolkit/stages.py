@@ -211,7 +211,7 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     validation = export_onnx(run.student, run.onnx, [s for s in samples if len(s["input_ids"])])
 
     # the fp32 student's logits: the reference every compiled artifact is held to
-    reference = predict_logits(StudentRunner(run.student), encode, texts)
+    reference = predict_logits(StudentRunner.load(run.student), encode, texts)
     np.save(run.reports / "student_logits.npy", reference)
     with OnnxRuntimeRunner(run.onnx, threads=None) as runner:
         logits = predict_logits(runner, encode, texts)

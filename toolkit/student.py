@@ -227,8 +227,12 @@ def load_student(path: Path) -> Student:
 class StudentRunner:
     """The PyTorch student behind the same `run(batch) -> logits` interface as a compiled artifact."""
 
-    def __init__(self, path: Path) -> None:
-        self.model = load_student(path).eval()
+    def __init__(self, model: Student, device: torch.device | str = "cpu") -> None:
+        self.model, self.device = model, torch.device(device)
+
+    @classmethod
+    def load(cls, path: Path) -> StudentRunner:
+        return cls(load_student(path).eval())
 
     def __enter__(self) -> StudentRunner:
         return self
@@ -238,5 +242,5 @@ class StudentRunner:
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.no_grad():
-            ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
-            return self.model(ids, mask)[0].numpy()
+            ids, mask = (torch.from_numpy(batch[k]).to(self.device) for k in ("input_ids", "attention_mask"))
+            return self.model(ids, mask)[0].float().cpu().numpy()
