@@ -13,7 +13,7 @@ rejected, a misconfigured prompt or constraint costs seconds, not a night of GPU
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +49,20 @@ class CollectResult:
 
 
 def collect(
-    task: Task, store: PairStore, teacher: Teacher | None = None, *, limit: int | None = None, dry_run: bool = False
+    task: Task,
+    store: PairStore,
+    teacher: Teacher | None = None,
+    *,
+    limit: int | None = None,
+    dry_run: bool = False,
+    only: Collection[str] | None = None,
 ) -> CollectResult:
+    """Ask the teacher for every unanswered task input (or only those whose `TaskInput.key` is in `only`)."""
     teacher = teacher or load_teacher(task)
     inputs = read_inputs(task)
+    if only is not None:
+        wanted = set(only)
+        inputs = [item for item in inputs if item.key in wanted]
     store.register_teacher(teacher.fingerprint, task.label_names, teacher.spec)
     done = store.answered(teacher.fingerprint)
     missing = [item for item in inputs if item.key not in done]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .agreement import AgreementReport, compare
+from .data import heldout, read_inputs
 from .encoder import encoder_dir
 from .errors import InputError
 from .infer import predict_logits
@@ -52,7 +53,18 @@ def label_prototypes(teacher: object, pairs: list[Pair], labels: list[str]) -> n
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
 
 
-def distill(task: Task, store: PairStore, teacher: object, out: Path) -> DistillResult:
+def vocabulary_texts(task: Task, store: PairStore, fingerprint: str) -> list[str]:
+    """The texts the student's vocabulary is pruned to: every training-split input, answered or not, so
+    a student warm-started from an earlier round (which saw fewer answers) has the same vocabulary."""
+    stored = [p.input for p in store.pairs(fingerprint, split="train", status=None)]
+    pool = [i.text for i in read_inputs(task) if not heldout(i.key, task.split.heldout)]
+    return list(dict.fromkeys(stored + pool))
+
+
+def distill(
+    task: Task, store: PairStore, teacher: object, out: Path, *, init_from: Path | None = None
+) -> DistillResult:
+    """Train a student into `out`; `init_from` warm-starts it from an earlier student (same vocabulary)."""
     import torch
     import torch.nn.functional as F
 
@@ -83,7 +95,7 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
         labels=labels,
         prototypes=label_prototypes(teacher, train, labels),
         teacher_temperature=task.teacher.temperature if task.teacher.kind == "embedding" else 0.05,
-        texts=[p.input for p in store.pairs(fingerprint, split="train", status=None)],
+        texts=vocabulary_texts(task, store, fingerprint),
         layers=spec.layers,
         max_length=spec.max_length,
         prune_vocab=spec.prune_vocab,
@@ -93,6 +105,8 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
         heads=spec.heads,
         intermediate=spec.intermediate,
     )
+    if init_from is not None:
+        _warm_start(model, tokenizer, init_from)
     parameters = count_parameters(model)
     if spec.max_params and parameters > spec.max_params:
         raise InputError(
@@ -199,3 +213,14 @@ def distill(task: Task, store: PairStore, teacher: object, out: Path) -> Distill
         "train_seconds": round(seconds, 1),
     }
     return DistillResult(report, parameters, epochs_run, best[1], seconds, history)
+
+
+def _warm_start(model: object, tokenizer: dict, previous: Path) -> None:
+    import json
+
+    from .student import load_student
+
+    before = json.loads((previous / "tokenizer.json").read_text(encoding="utf-8"))
+    if before["model"]["vocab"] != tokenizer["model"]["vocab"]:
+        raise InputError(f"cannot warm-start from {previous}: its vocabulary differs (the task's inputs changed)")
+    model.load_state_dict(load_student(previous).state_dict())  # type: ignore[attr-defined]
