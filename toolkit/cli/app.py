@@ -1,0 +1,79 @@
+"""The Typer app every command module registers on, and what they share: option types, the error guard.
+
+Exit codes: 0 success; 1 a check did not hold; 2 bad input; 3 refused to package; 4 missing runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="tsd-edge",
+    help="Distil a teacher into a small task-specific student, compile it for edge targets, and gate it "
+    "on agreement with the teacher.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+TaskArg = Annotated[Path, typer.Argument(help="the task file (task.yaml)")]
+Workdir = Annotated[Path | None, typer.Option("--workdir", "-w", help="run directory [default: runs/<task>]")]
+Target = Annotated[str, typer.Option("--target", "-t", help="target profile name or YAML file (see `profiles`)")]
+Force = Annotated[bool, typer.Option("--force", help="redo the stage even if its inputs did not change")]
+
+# help panels, so `tsd-edge --help` groups commands by what a user is doing
+PIPELINE, DATA, SHIP, MEASURE = "Pipeline", "Pairs", "Package and gate", "Measure and inspect"
+
+_debug = False
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for expected errors")] = False) -> None:
+    global _debug
+    _debug = debug
+
+
+def console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def guard(fn: Callable[[], int | None]) -> None:
+    """Run a command body; turn tsd-edge errors into one line on stderr and their exit code."""
+    from rich.markup import escape
+
+    from ..errors import TsdEdgeError
+
+    err = console(stderr=True)
+    try:
+        code = fn() or 0
+    except TsdEdgeError as exc:
+        if _debug:
+            raise
+        message = " ".join(str(exc).split())  # one line, whatever a library put in the message
+        err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted: what was finished is kept; run the command again to continue")
+        code = 130
+    raise typer.Exit(code)
+
+
+def load(task_path: Path, workdir: Path | None) -> tuple[Any, Any]:
+    """The task and its run directory."""
+    from ..stages import RunDir
+    from ..task import load_task
+
+    task = load_task(task_path)
+    return task, RunDir.for_task(task, workdir)
+
+
+def show(result: Any) -> None:
+    """One line for a stage's result."""
+    mark = "[dim]skipped (up to date)[/]" if result.skipped else "[green]done[/]"
+    console().print(f"[bold]{result.stage:<18}[/] {mark}  {result.summary}", soft_wrap=True)

@@ -1,0 +1,85 @@
+"""`tsd-edge pairs`: look into the pair store, and move pairs to and from Parquet / JSONL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import DATA, Workdir, app, console, guard, load
+
+
+@app.command(no_args_is_help=True, rich_help_panel=DATA)
+def pairs(
+    args: Annotated[list[str], typer.Argument(metavar="[show|export|import] TASK [FILE]", show_default=False)],
+    workdir: Workdir = None,
+    embeddings: Annotated[bool, typer.Option(help="export: include each pair's sentence embedding")] = False,
+    sample: Annotated[int, typer.Option(help="show: how many rejected answers to list")] = 5,
+) -> None:
+    """Show the pair store (counts by status, split, label, relevance; rejected answers), or move pairs
+    to and from a .parquet / .jsonl file: `pairs TASK`, `pairs export TASK FILE`, `pairs import TASK FILE`."""
+
+    def body() -> None:
+        from ..errors import InputError
+
+        action, rest = (args[0], args[1:]) if args[0] in ("show", "export", "import") else ("show", args)
+        if len(rest) != (1 if action == "show" else 2):
+            raise InputError(f"usage: tsd-edge pairs {action} TASK{'' if action == 'show' else ' FILE'}")
+        _pairs(action, Path(rest[0]), Path(rest[1]) if len(rest) > 1 else None, workdir, embeddings, sample)
+
+    guard(body)
+
+
+def _pairs(action: str, task: Path, file: Path | None, workdir: Path | None, embeddings: bool, sample: int) -> None:
+    from rich.markup import escape
+
+    from ..errors import InputError
+    from ..pairs import export_pairs, import_pairs, summarise
+    from ..store import PairStore
+    from ..teachers import load_teacher
+
+    t, run = load(task, workdir)
+    fingerprint = load_teacher(t).fingerprint
+    if action != "import" and not run.pairs.is_file():
+        raise InputError(f"no pair store at {run.pairs}: run `tsd-edge collect {task}` first")
+    out = console()
+    with PairStore(run.pairs) as store:
+        if action == "export":
+            assert file is not None
+            n = export_pairs(store, fingerprint, file, embeddings=embeddings)
+            out.print(f"exported {n} pairs of teacher {fingerprint} to {file}")
+            return
+        if action == "import":
+            assert file is not None
+            added, had = import_pairs(store, t, fingerprint, file)
+            out.print(f"imported {added} pairs from {file} ({had} were already stored)")
+            return
+        s = summarise(store, fingerprint, sample)
+    if not s.total:
+        out.print(f"no pairs of teacher {fingerprint} ({t.teacher.kind}) in {run.pairs}")
+        return
+
+    def line(title: str, counts: dict[str, int]) -> str:
+        return f"[bold]{title:<10}[/] " + ", ".join(f"{escape(k)} {v}" for k, v in counts.items())
+
+    out.print(f"[bold]teacher[/]    {fingerprint} ({s.spec.get('kind', '?')}), {s.total} pairs in {run.pairs}")
+    out.print(line("status", s.by_status))
+    out.print(line("split", s.by_split))
+    rule = s.relevance_rule or {}
+    shown = f"{rule.get('method')} ≥ {rule['threshold']:.3f}" if rule else f"threshold {t.relevance.threshold}"
+    out.print(line("relevance", s.by_relevance) + f"  ({shown})")
+    for src, (n, kept) in sorted(s.by_source.items()):
+        out.print(f"{'':<11}{escape(src)}: {kept}/{n} relevant")
+    top = list(s.by_label.items())
+    labels = ", ".join(f"{escape(k)} {v}" for k, v in top[:12]) + (f", … ({len(top)} labels)" if len(top) > 12 else "")
+    out.print(f"[bold]{'labels':<10}[/] {labels}")
+    if s.tokens_in or s.tokens_out or s.latency_ms_median is not None:
+        lat = f"median latency {s.latency_ms_median:.0f} ms" if s.latency_ms_median is not None else ""
+        out.print(
+            f"[bold]{'cost':<10}[/] {s.tokens_in:,} prompt + {s.tokens_out:,} completion tokens; {lat}; "
+            f"{s.retried} answers needed retries"
+        )
+    for text, reason, raw in s.rejected:
+        shown = f" — raw {escape(raw[:60])!r}" if raw else ""
+        out.print(f"  [red]rejected[/] {escape(text[:60])!r}: {escape(reason)}{shown}")

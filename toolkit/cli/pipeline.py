@@ -1,0 +1,173 @@
+"""Pipeline commands: collect, distill, export, compile, check, package, and run for all of them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .app import PIPELINE, Force, Target, TaskArg, Workdir, app, console, guard, load, show
+
+
+@app.command(rich_help_panel=PIPELINE)
+def collect(
+    task: TaskArg,
+    workdir: Workdir = None,
+    limit: Annotated[int | None, typer.Option(help="ask for at most N new answers")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say how many teacher calls would be made")] = False,
+) -> None:
+    """Feed the teacher every task input it has not answered and store each call-and-response pair."""
+
+    def body() -> None:
+        from .. import stages
+
+        t, run = load(task, workdir)
+        show(stages.collect(t, run, limit=limit, dry_run=dry_run))
+
+    guard(body)
+
+
+@app.command(rich_help_panel=PIPELINE)
+def distill(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None:
+    """Train the student on the relevant pairs and report its held-out agreement with the teacher."""
+
+    def body() -> None:
+        from .. import stages
+
+        t, run = load(task, workdir)
+        show(stages.distill(t, run, force=force))
+
+    guard(body)
+
+
+@app.command(rich_help_panel=PIPELINE)
+def export(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None:
+    """Export the student to ONNX (opset 17, dynamic axes) and validate it against PyTorch."""
+
+    def body() -> None:
+        from .. import stages
+
+        t, run = load(task, workdir)
+        show(stages.export(t, run, force=force))
+
+    guard(body)
+
+
+@app.command("compile", rich_help_panel=PIPELINE)
+def compile_(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, force: Force = False) -> None:
+    """Build the artifact for a target (ONNX Runtime, OpenVINO, TensorRT). For a Jetson the ONNX is lowered and
+    its agreement predicted here; the engine itself is built on the device (exit 2 on a host, saying why)."""
+
+    def body() -> None:
+        from .. import stages
+
+        t, run = load(task, workdir)
+        show(stages.compile(t, run, target, force=force))
+
+    guard(body)
+
+
+@app.command(rich_help_panel=PIPELINE)
+def check(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, force: Force = False) -> None:
+    """Re-check agreement with the teacher on the compiled artifact (exit 1 when it does not hold)."""
+
+    def body() -> int:
+        from .. import stages
+
+        t, run = load(task, workdir)
+        result = stages.check(t, run, target, force=force)
+        show(result)
+        return 0 if stages.verdict(t, run, result.report) is None else 1
+
+    guard(body)
+
+
+@app.command(rich_help_panel=PIPELINE)
+def package(
+    task: TaskArg,
+    target: Target = "cpu-x86",
+    workdir: Workdir = None,
+    sign: Annotated[Path | None, typer.Option(help="sign the manifest with this ed25519 private key")] = None,
+) -> None:
+    """Write dist/<task>-<target>.tsdpkg, only if the compiled agreement holds (else exit 3)."""
+
+    def body() -> None:
+        from .. import stages
+
+        t, run = load(task, workdir)
+        show(stages.package(t, run, target, sign=sign))
+
+    guard(body)
+
+
+@app.command(rich_help_panel=PIPELINE)
+def run(
+    task: TaskArg,
+    workdir: Workdir = None,
+    target: Annotated[list[str] | None, typer.Option("--target", "-t", help="targets [default: the task's]")] = None,
+) -> None:
+    """Collect, distill, export, compile, check and package, skipping stages whose inputs did not change."""
+
+    def body() -> int:
+        from .. import stages
+
+        t, run_dir = load(task, workdir)
+        start = time.perf_counter()
+        results = [stages.collect(t, run_dir)]
+        show(results[-1])
+        for step in (stages.distill, stages.export):
+            results.append(step(t, run_dir))
+            show(results[-1])
+        code, packages = 0, []
+        for name in target or t.targets:
+            for step in (stages.compile, stages.check):
+                results.append(step(t, run_dir, name))
+                show(results[-1])
+            try:
+                results.append(stages.package(t, run_dir, name))
+                show(results[-1])
+                packages.append(results[-1].data["path"])
+            except Exception as exc:
+                from ..errors import RefusedError
+
+                if not isinstance(exc, RefusedError):
+                    raise
+                console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
+                code = exc.exit_code
+        stage_table(run_dir)
+        from ..report import write_report
+
+        page = write_report(t.name, run_dir.reports, run_dir.root / "report.html")
+        elapsed = time.perf_counter() - start
+        console().print(f"report: {page}")
+        for p in packages:
+            console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
+        console().print(f"[dim]{elapsed:.0f} s in all[/]")
+        return code
+
+    guard(body)
+
+
+def stage_table(run_dir: Any) -> None:
+    from rich.table import Table
+
+    from ..report import load_reports
+
+    table = Table(title="agreement with the teacher, held-out inputs", title_justify="left")
+    for col in ("stage", "n", "agreement", "95% CI", "gold acc.", "vs fp32 student", "holds"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for r in load_reports(run_dir.reports):
+        fid = r.fidelity["prediction_match"] if r.fidelity else None
+        itself = r.stage == "teacher"  # the teacher's row is there for its accuracy on the gold labels
+        table.add_row(
+            r.stage,
+            str(r.n),
+            "—" if itself else f"{r.agreement:.4f}",
+            "" if itself else f"{r.ci95[0]:.3f}–{r.ci95[1]:.3f}",
+            "" if r.gold_accuracy is None else f"{r.gold_accuracy:.3f}",
+            "" if fid is None else f"{fid:.4f}",
+            "" if r.threshold is None else ("yes" if r.passed else "[red]no[/]"),
+        )
+    console().print(table)
