@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -95,6 +95,10 @@ class Profile(_Strict):
     tensorrt: VersionRange | None = None  # the TensorRT versions an engine for this target is built with
     jetpack: VersionRange | None = None
     dla: bool = False  # put the engine on DLA core 0, falling back to the GPU for layers DLA cannot run
+    # onnxruntime: execution providers in order of preference; the runner uses those installed, in this order
+    providers: list[Annotated[str, Field(pattern=r"^[A-Za-z]+ExecutionProvider$")]] | None = Field(
+        default=None, min_length=1
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -108,6 +112,8 @@ class Profile(_Strict):
             problems.append(f"dla: the device has no DLA core (device.dla_cores={self.device.dla_cores})")
         if self.dla and self.precision == "fp32":
             problems.append("dla: DLA runs fp16 or int8 only")
+        if self.providers is not None and self.backend != "onnxruntime":
+            problems.append(f"providers: execution providers are for the onnxruntime backend, not {self.backend}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
