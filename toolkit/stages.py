@@ -19,7 +19,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .errors import InputError, RefusedError
 from .store import Pair, PairStore
 from .targets import Profile, load_profile
 from .task import Task
+
+if TYPE_CHECKING:
+    from .device import SshDevice
 
 
 @dataclass
@@ -244,7 +247,10 @@ def _report(
 # -- compile and check -----------------------------------------------------------------------------
 
 
-def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> StageResult:
+def compile(
+    task: Task, run: RunDir, target: str, *, force: bool = False, device: SshDevice | None = None
+) -> StageResult:
+    """Build the target's artifact here, or with `device` on that machine over SSH (`_compile_on_device`)."""
     from .exporters import get_backend
     from .exporters.base import Artifact
 
@@ -253,10 +259,13 @@ def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> Sta
         raise InputError(f"no ONNX model in {run.onnx}: run `tsd-edge export` first")
     out = run.compiled(profile.name)
     key = fingerprint(sha256_file(run.onnx), profile.model_dump(mode="json"))
-    if not force and run.up_to_date(f"compile-{profile.name}", key, out / "artifact.json"):
+    record_key = key if device is None else fingerprint(key, device.url)
+    if not force and run.up_to_date(f"compile-{profile.name}", record_key, out / "artifact.json"):
         artifact = Artifact.load_meta(out / "artifact.json")
         return StageResult(f"compile {profile.name}", True, _artifact_line(artifact))
     backend = get_backend(profile.backend)
+    if device is not None:
+        return _compile_on_device(task, run, profile, backend, device, key, record_key, force)
     calibration = _calibration(task, run, profile) if profile.precision == "int8" else []
     predicted = _predict(task, run, profile, backend, calibration, key, force) if hasattr(backend, "lower") else None
     refusal = backend.refusal(profile) if hasattr(backend, "refusal") else None
@@ -278,7 +287,94 @@ def compile(task: Task, run: RunDir, target: str, *, force: bool = False) -> Sta
 
 def _artifact_line(artifact: Any) -> str:
     size = artifact.path.stat().st_size / 1e6
-    return f"{artifact.backend} {artifact.precision}: {artifact.path} ({size:.1f} MB)"
+    where = artifact.build.get("device_run", {}).get("device")
+    return f"{artifact.backend} {artifact.precision}: {artifact.path} ({size:.1f} MB)" + (
+        f"; built and run on {where}" if where else ""
+    )
+
+
+def _heldout_digest(run: RunDir, texts: list[str]) -> str:
+    """Identifies the held-out inputs and their tokenization: logits computed on a device belong to it."""
+    return fingerprint(texts, sha256_file(run.student / "tokenizer.json"))
+
+
+def _compile_on_device(
+    task: Task, run: RunDir, profile: Profile, backend: Any, device: SshDevice, key: str, record_key: str, force: bool
+) -> StageResult:
+    """Build on `device` over SSH (tsd_edge.device): probe it against the profile, then do the host's part
+    (lowering and its predicted agreement, or ONNX Runtime's host build), upload, build and run the held-out
+    inputs there, and fetch the artifact and the logits. The logits computed on the device are what `check`
+    scores. Nothing under compiled/<target>/ changes unless all of it came back."""
+    import shutil
+    import tempfile
+
+    from .device import build_on_device
+    from .device.ssh import import_asyncssh
+    from .exporters.base import Artifact
+    from .tokenization import length_batches
+
+    import_asyncssh()  # before any work: without it, say which extra to install
+    out = run.compiled(profile.name)
+    with PairStore(run.pairs) as store:
+        held = _heldout(store, _teacher(task).fingerprint)
+    texts = [p.input for p in held]
+    encode = _encoder(run, task)
+    batches = [(idx, encode([texts[i] for i in idx])) for idx in length_batches(encode.lengths(texts), 16)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{profile.name}-device-", dir=out.parent))
+
+    def prepare() -> tuple[Path, dict[str, Any]]:
+        """The host's part, run once the device fits: the model to upload and the host's build record."""
+        calibration = _calibration(task, run, profile) if profile.precision == "int8" else []
+        if hasattr(backend, "lower"):  # tensorrt: the lowered ONNX goes to the device, which builds the engine
+            predicted = _predict(task, run, profile, backend, calibration, key, force)
+            lowered = out / predicted.details["lowered_onnx"]
+            return lowered, {"predicted_agreement": predicted.agreement, "source_onnx_sha256": sha256_file(run.onnx)}
+        host = backend.build(run.onnx, profile, calibration, staging / "host")  # onnxruntime: a portable ONNX
+        return host.path, host.build
+
+    try:
+        need = 4 * run.onnx.stat().st_size + (64 << 20)
+        got = build_on_device(
+            device, profile, prepare, batches, len(texts), staging, need_bytes=need, timing_cache=out / "timing.cache"
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        for path in [got.artifact, *got.extra_files]:
+            shutil.move(str(path), out / path.name)
+        np.save(out / "device_logits.npy", got.logits)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    artifact = Artifact(
+        backend=profile.backend,
+        path=out / got.artifact.name,
+        precision=profile.precision,
+        build={
+            **got.host_build,
+            **got.build,
+            "profile": profile.name,
+            "device_run": {
+                "device": got.device.url,
+                "where": got.where,
+                "runtime": got.run.get("runtime"),
+                "providers": got.run.get("providers"),
+                "logits": "device_logits.npy",
+                "logits_sha256": sha256_file(out / "device_logits.npy"),
+                "heldout_sha256": _heldout_digest(run, texts),
+                "inputs": got.run.get("inputs"),
+                "run_seconds": got.run.get("seconds"),
+                "seconds": got.seconds,
+            },
+        },
+    )
+    artifact.save_meta(out / "artifact.json")
+    run.finish(f"compile-{profile.name}", record_key, artifact_sha256=sha256_file(artifact.path))
+    report = _report(profile.name, task, run, held, got.logits, np.load(run.reports / "student_logits.npy"))
+    return StageResult(
+        f"compile {profile.name}",
+        False,
+        f"{_artifact_line(artifact)}; agreement of the logits computed there {report.agreement:.4f} "
+        f"(n={report.n}; `tsd-edge check` records it)",
+    )
 
 
 def _calibration(task: Task, run: RunDir, profile: Profile) -> list[dict[str, np.ndarray]]:
@@ -336,12 +432,24 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
         teacher_fp = _teacher(task).fingerprint
         held = _heldout(store, teacher_fp)
         key = fingerprint(sha256_file(artifact.path), store.digest(teacher_fp), task.settings("agreement"))
+    device_run = artifact.build.get("device_run")
+    if device_run:  # built on a device over SSH: score the logits computed there
+        key = fingerprint(key, device_run["logits_sha256"])
     if not force and run.up_to_date(stage, key, run.report(profile.name)):
         report = AgreementReport.load(run.report(profile.name))
         return StageResult(f"check {profile.name}", True, _check_line(report, task), report)
-    encode = _encoder(run, task)
-    with get_backend(artifact.backend).load(artifact, profile.threads) as runner:
-        logits = predict_logits(runner, encode, [p.input for p in held])
+    texts = [p.input for p in held]
+    where: dict[str, Any]
+    if device_run:
+        logits = _device_logits(run, profile, artifact, texts, device_run)
+        where = {k: device_run[k] for k in ("runtime", "providers", "device", "where")}
+        where["ran_on"] = f"the device, over SSH ({device_run['device']}): logits computed there at compile time"
+    else:
+        with get_backend(artifact.backend).load(artifact, profile.threads) as runner:
+            logits = predict_logits(runner, _encoder(run, task), texts)
+            where = {"ran_on": "this host"}
+            if getattr(runner, "providers", None):
+                where["providers"] = runner.providers
     reference = np.load(run.reports / "student_logits.npy")
     report = _report(profile.name, task, run, held, logits, reference)
     report.details = {
@@ -350,12 +458,23 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
         "artifact_bytes": sum(
             (artifact.path.parent / f).stat().st_size for f in [artifact.path.name, *artifact.extra_files]
         ),
+        **where,
     }
     if "predicted_agreement" in artifact.build:  # what the host predicted from the lowered ONNX, to compare
         report.details["predicted_agreement"] = artifact.build["predicted_agreement"]
     report.save(run.report(profile.name))
     run.finish(stage, key, passed=report.passed)
     return StageResult(f"check {profile.name}", False, _check_line(report, task), report)
+
+
+def _device_logits(run: RunDir, profile: Profile, artifact: Any, texts: list[str], device_run: dict) -> np.ndarray:
+    path = artifact.path.parent / device_run["logits"]
+    again = f"run `tsd-edge compile --target {profile.name} --device {device_run['device']} --force`"
+    if not path.is_file() or sha256_file(path) != device_run["logits_sha256"]:
+        raise InputError(f"{path}: the logits computed on the device are missing or changed: {again}")
+    if _heldout_digest(run, texts) != device_run["heldout_sha256"]:
+        raise InputError(f"{profile.name}: the held-out inputs changed since the device ran them: {again}")
+    return np.load(path)
 
 
 def _check_line(report: AgreementReport, task: Task) -> str:
