@@ -56,15 +56,42 @@ def export(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None
 
 
 @app.command("compile", rich_help_panel=PIPELINE)
-def compile_(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, force: Force = False) -> None:
+def compile_(
+    task: TaskArg,
+    target: Target = "cpu-x86",
+    workdir: Workdir = None,
+    force: Force = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            metavar="ssh://user@host[:port]",
+            help="build and run the held-out inputs on this machine over SSH (needs python3, numpy and the "
+            "runtime there; pip install 'tsd-edge\\[device]' here)",
+        ),
+    ] = None,
+    identity: Annotated[
+        Path | None, typer.Option(help="--device: the SSH private key (default: ssh-agent and ~/.ssh keys)")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(help="--device: known_hosts file with the device's host key (default: ~/.ssh/known_hosts)"),
+    ] = None,
+) -> None:
     """Build the artifact for a target (ONNX Runtime, OpenVINO, TensorRT). For a Jetson the ONNX is lowered and
-    its agreement predicted here; the engine itself is built on the device (exit 2 on a host, saying why)."""
+    its agreement predicted here; the engine itself is built on the device (exit 2 on a host, saying why):
+    `--device ssh://user@host` builds it there and runs the held-out inputs on it."""
 
     def body() -> None:
         from .. import stages
 
+        remote = None
+        if device is not None:
+            from ..device import SshDevice
+
+            remote = SshDevice.parse(device, identity, known_hosts)
         t, run = load(task, workdir)
-        show(stages.compile(t, run, target, force=force))
+        show(stages.compile(t, run, target, force=force, device=remote))
 
     guard(body)
 
