@@ -464,7 +464,8 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
         report.details["predicted_agreement"] = artifact.build["predicted_agreement"]
     report.save(run.report(profile.name))
     run.finish(stage, key, passed=report.passed)
-    return StageResult(f"check {profile.name}", False, _check_line(report, task), report)
+    line = _check_line(report, task) + (f"; logits computed on {device_run['device']}" if device_run else "")
+    return StageResult(f"check {profile.name}", False, line, report)
 
 
 def _device_logits(run: RunDir, profile: Profile, artifact: Any, texts: list[str], device_run: dict) -> np.ndarray:

@@ -138,7 +138,7 @@ def _tensorrt_mismatches(profile: Profile, facts: dict[str, Any]) -> list[str]:
 
 
 def describe(facts: dict[str, Any]) -> str:
-    """One line: host name, architecture, runtime versions, GPU, JetPack."""
+    """'host: architecture, GPU, runtime versions, JetPack' in one line."""
     parts = [str(facts.get("machine"))]
     gpu = facts.get("gpu") or {}
     if gpu.get("name"):
@@ -148,4 +148,4 @@ def describe(facts: dict[str, Any]) -> str:
             parts.append(f"{runtime} {facts[runtime]['version']}")
     if jetpack(facts):
         parts.append(f"JetPack {jetpack(facts)}")
-    return f"{facts.get('hostname')} ({', '.join(parts)})"
+    return f"{facts.get('hostname')}: {', '.join(parts)}"

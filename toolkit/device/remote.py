@@ -54,7 +54,7 @@ class DeviceBuild:
 
     @property
     def where(self) -> str:
-        return f"{self.device.url}: {describe(self.facts)}"
+        return f"{self.device.url} ({describe(self.facts)})"
 
 
 def build_on_device(

@@ -1,0 +1,388 @@
+"""Building on a device over SSH, for real: an asyncssh server on 127.0.0.1 (tests/ssh_server.py) runs each
+command as a bash subprocess in a "device" folder; the device side is tsd-edge's own remote_build.py with
+ONNX Runtime. Also: the probe against profiles, the refusals, and ONNX Runtime's execution providers."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from conftest import Ran, tsd
+from tsd_edge.device import SshDevice
+from tsd_edge.device.probe import jetpack, mismatches
+from tsd_edge.errors import InputError, RuntimeMissingError
+from tsd_edge.targets import Profile, load_profile
+
+if TYPE_CHECKING:
+    from ssh_server import Keys, SshServer
+
+MACHINE = platform.machine()
+HERE, OTHER = ("cpu-arm64", "cpu-x86") if MACHINE == "aarch64" else ("cpu-x86", "cpu-arm64")
+SCRIPT = Path(__file__).resolve().parents[1] / "toolkit" / "device" / "remote_build.py"
+
+# a device that builds and runs ONNX Runtime INT8 itself, as cpu-x86 does on the host
+DEVICE_PROFILE = """\
+name: ssh-x86
+description: test device over SSH, ONNX Runtime INT8, built and run on the device
+backend: onnxruntime
+precision: int8
+batch: {min: 1, opt: 1, max: 64}
+sequence: {min: 1, opt: 32, max: 64}
+threads: 1
+build_on: device
+providers: [CPUExecutionProvider]
+calibration: {samples: 256, method: minmax}
+device: {architecture: MACHINE}
+""".replace("MACHINE", platform.machine())
+
+
+@dataclass
+class Device:
+    server: SshServer
+    root: Path  # the device's home folder
+    keys: Keys
+    task: Path
+    workdir: Path  # a copy of the pipeline's run folder
+    profile: Path  # DEVICE_PROFILE
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def options(self) -> list[str | Path]:
+        return ["--device", self.url, "--identity", self.keys.identity, "--known-hosts", self.keys.known_hosts]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(*args: str | Path, env: dict[str, str]) -> Ran:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tsd_edge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200", **env},
+    )
+    return Ran(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def workcopy(pipeline: tuple[Path, Path, Ran], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(task file, a copy of the pipeline's run folder) to compile into without touching the shared one."""
+    task, workdir, ran = pipeline
+    assert ran.code == 0, ran.err[-2000:]
+    copy = tmp_path_factory.mktemp("ssh-run") / "run"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("dist"))
+    return task, copy
+
+
+@pytest.fixture(scope="module")
+def device(workcopy: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
+    """The SSH server. Its python3 is this venv's (numpy, onnxruntime), with `tsd_edge` made unimportable:
+    a device does not have it."""
+    from ssh_server import SshServer, make_keys
+
+    base = tmp_path_factory.mktemp("ssh")
+    shadow = base / "no-tsd-edge" / "tsd_edge"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("a device has no tsd_edge")\n', encoding="utf-8")
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(shadow.parent)}
+    profile = base / "ssh-x86.yaml"
+    profile.write_text(DEVICE_PROFILE, encoding="utf-8")
+    keys = make_keys(base / "keys")
+    with SshServer(base / "device", keys, env) as server:
+        yield Device(server, base / "device", keys, *workcopy, profile)
+
+
+def _files(root: Path) -> list[str]:
+    """What tsd-edge left on the device (onnxruntime itself keeps a telemetry id under ~/.cache/Microsoft)."""
+    return sorted(str(p.relative_to(root)) for p in (root / ".cache" / "tsd-edge").rglob("*") if p.is_file())
+
+
+@pytest.mark.network
+def test_compile_check_package_gate_through_ssh(device: Device, tmp_path: Path) -> None:
+    d, w = device, device.workdir
+    ran = tsd("compile", d.task, "--workdir", w, "--target", d.profile, *d.options())
+    assert ran.code == 0, ran.out + ran.err
+    assert f"built and run on {d.url}" in ran.out
+    commands = d.server.commands
+    assert commands[-2] == "python3 - probe"  # the probe writes nothing on the device
+    assert commands[-1].endswith("python3 remote_build.py build request.json")
+    assert _files(d.root) == []  # the device's build folder is removed once everything came back
+
+    out = w / "compiled" / "ssh-x86"
+    meta = json.loads((out / "artifact.json").read_text())
+    run = meta["build"]["device_run"]
+    assert run["device"] == d.url and run["providers"] == ["CPUExecutionProvider"]
+    assert run["runtime"].startswith("onnxruntime ")
+    # the device built what the host path (cpu-x86, same precision and calibration) built, byte for byte,
+    # and its logits are the host's for the same inputs
+    assert _sha(out / "model.onnx") == _sha(w / "compiled" / "cpu-x86" / "model.onnx")
+    device_logits = np.load(out / "device_logits.npy")
+    host_logits = _host_logits(d.task, w, out / "model.onnx")
+    assert np.abs(device_logits - host_logits).max() < 1e-4
+
+    ran = tsd("check", d.task, "--workdir", w, "--target", d.profile)
+    assert ran.code == 0, ran.out + ran.err
+    assert f"logits computed on {d.url}" in ran.out
+    report = json.loads((w / "reports" / "ssh-x86.json").read_text())
+    host = json.loads((w / "reports" / "cpu-x86.json").read_text())
+    assert report["agreement"] == pytest.approx(host["agreement"])
+    details = report["details"]
+    assert details["runtime"] == run["runtime"] and details["device"] == d.url
+    assert "over SSH" in details["ran_on"] and MACHINE in details["where"]
+
+    ran = tsd("package", d.task, "--workdir", w, "--target", d.profile)
+    assert ran.code == 0, ran.out + ran.err
+    package = w / "dist" / "bank-slice-ssh-x86.tsdpkg"
+    gate = tsd("gate", package, "--json", tmp_path / "g.json")
+    assert gate.code == 0, gate.out + gate.err
+    assert json.loads((tmp_path / "g.json").read_text())[0]["passed"] is True
+
+    # logits that changed after the device computed them are not scored
+    np.save(out / "device_logits.npy", device_logits[::-1])
+    ran = tsd("check", d.task, "--workdir", w, "--target", d.profile, "--force")
+    assert ran.code == 2 and "logits computed on the device are missing or changed" in ran.err
+    np.save(out / "device_logits.npy", device_logits)
+
+
+def _host_logits(task: Path, workdir: Path, model: Path) -> np.ndarray:
+    from tsd_edge import stages
+    from tsd_edge.exporters.onnxruntime import OnnxRuntimeRunner
+    from tsd_edge.infer import predict_logits
+    from tsd_edge.store import PairStore
+    from tsd_edge.task import load_task
+
+    t = load_task(task)
+    run = stages.RunDir(workdir)
+    with PairStore(run.pairs) as store:
+        texts = [p.input for p in stages._heldout(store, stages._teacher(t).fingerprint)]
+    with OnnxRuntimeRunner(model, threads=1) as runner:
+        return predict_logits(runner, stages._encoder(run, t), texts)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (OTHER, [f"the device is {MACHINE}, the profile is for {load_profile(OTHER).device.architecture}"]),
+        (
+            "jetson-orin-nano",
+            ["the profile is for aarch64", "TensorRT's Python bindings are missing", "no CUDA GPU found"],
+        ),
+    ],
+)
+def test_a_device_that_does_not_fit_the_profile_is_refused(device: Device, target: str, expected: list[str]) -> None:
+    d, w = device, device.workdir
+    before = {p: _sha(p) for p in (w / "compiled" / "cpu-x86").iterdir()}
+    ran = tsd("compile", d.task, "--workdir", w, "--target", target, *d.options())
+    assert ran.code == 2, ran.out + ran.err
+    lines = [ln for ln in ran.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in ran.err, ran.err
+    assert f"does not fit {target}" in lines[0] and "nothing was built" in lines[0]
+    for text in expected:
+        assert text in lines[0]
+    assert not (w / "compiled" / target).exists()  # not even the host's lowering ran
+    assert _files(d.root) == []  # nothing of tsd-edge's written on the device
+    assert {p: _sha(p) for p in (w / "compiled" / "cpu-x86").iterdir()} == before  # nothing lost
+
+
+@pytest.mark.network
+def test_an_unknown_host_key_is_refused(device: Device, tmp_path: Path) -> None:
+    d = device
+    args = ["compile", d.task, "--workdir", d.workdir, "--target", d.profile, "--device", d.url, "--force"]
+    ran = _run(*args, "--identity", d.keys.identity, env={"HOME": str(tmp_path)})
+    assert ran.code == 2, ran.out + ran.err
+    assert "host key is not known" in ran.err and "--known-hosts" in ran.err
+    assert "Traceback" not in ran.err
+
+
+def test_without_asyncssh_the_device_option_names_the_extra(pipeline: tuple[Path, Path, Ran], tmp_path: Path) -> None:
+    task, workdir, _ = pipeline
+    shadow = tmp_path / "asyncssh"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text('raise ImportError("No module named asyncssh")\n', encoding="utf-8")
+    ran = _run(
+        "compile", task, "--workdir", workdir, "--target", "cpu-x86", "--device", "ssh://edge@127.0.0.1:9",
+        env={"PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert ran.code == 4, ran.out + ran.err
+    assert "pip install 'tsd-edge[device]'" in ran.err and "Traceback" not in ran.err
+
+
+def test_help_does_not_import_asyncssh() -> None:
+    code = (
+        "import sys\nfrom tsd_edge.cli import main\nsys.argv=['tsd-edge','compile','--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint('LOADED', 'asyncssh' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "--device" in proc.stdout and "LOADED False" in proc.stdout, proc.stdout + proc.stderr
+
+
+# -- the device address, the probe and the profile ------------------------------------------------
+
+
+def test_device_addresses() -> None:
+    d = SshDevice.parse("ssh://nvidia@orin.local:2222")
+    assert (d.user, d.host, d.port, d.url) == ("nvidia", "orin.local", 2222, "ssh://nvidia@orin.local:2222")
+    assert SshDevice.parse("ssh://10.0.0.7").port == 22
+    for bad in ("orin.local", "http://orin", "ssh://u:pw@orin", "ssh://orin:99999", "ssh://orin/path"):
+        with pytest.raises(InputError, match="ssh://user@host"):
+            SshDevice.parse(bad)
+
+
+ORIN = {
+    "python": "3.10.12",
+    "machine": "aarch64",
+    "hostname": "orin",
+    "numpy": "1.26.4",
+    "onnxruntime": {"error": "ModuleNotFoundError"},
+    "tensorrt": {"version": "10.3.0.30"},
+    "gpu": {"name": "Orin", "compute_capability": "8.7"},
+    "l4t": "36.4.0",
+    "jetpack": None,
+    "disk_free_bytes": 20 << 30,
+}
+
+
+def test_the_probe_matches_a_jetson_against_its_profiles() -> None:
+    assert mismatches(load_profile("jetson-orin-nano"), ORIN, 1 << 20) == []
+    old = {**ORIN, "tensorrt": {"version": "8.5.2.2"}, "gpu": {"name": "Xavier", "compute_capability": "7.2"}}
+    problems = " ".join(mismatches(load_profile("jetson-orin-nano"), {**old, "l4t": "35.3.1"}, 1 << 20))
+    assert "TensorRT 8.5.2.2 is on the device, the profile needs 10.3–10.16" in problems
+    assert "sm_7.2, the profile is for sm_8.7" in problems and "JetPack 5.1.1" in problems
+    assert mismatches(load_profile("jetson-xavier-nx"), {**old, "l4t": "35.3.1"}, 1 << 20) == []
+    full = " ".join(mismatches(load_profile("jetson-orin-nano"), ORIN, 40 << 30))
+    assert "MiB free" in full and "free some disk" in full
+
+
+@pytest.mark.parametrize(
+    ("facts", "version"),
+    [
+        ({"l4t": "36.4.0"}, "6.1"),
+        ({"l4t": "36.4.3"}, "6.2"),
+        ({"l4t": "35.3.1"}, "5.1.1"),
+        ({"l4t": "32.7.1"}, "4.6.1"),
+        ({"l4t": "38.2.1"}, "7.0"),
+        ({"l4t": "36.4.0", "jetpack": "6.1"}, "6.1"),
+        ({"l4t": None}, None),
+    ],
+)
+def test_jetpack_from_l4t(facts: dict, version: str | None) -> None:
+    assert jetpack(facts) == version
+
+
+def test_the_real_probe_of_this_machine() -> None:
+    facts = json.loads(subprocess.run([sys.executable, str(SCRIPT), "probe"], capture_output=True, check=True).stdout)
+    assert (
+        facts["machine"] == "x86_64" and facts["numpy"] and "CPUExecutionProvider" in facts["onnxruntime"]["providers"]
+    )
+    assert mismatches(load_profile("cpu-x86"), facts, 1 << 20) == []
+    assert any("aarch64" in m for m in mismatches(load_profile("cpu-arm64"), facts, 1 << 20))
+
+
+def test_the_device_script_needs_only_python36_numpy_and_the_runtime() -> None:
+    tree = ast.parse(SCRIPT.read_text(encoding="utf-8"), feature_version=(3, 6))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module != "__future__", "no relative or __future__ imports"
+            imported.add((node.module or "").split(".")[0])
+    allowed = {"numpy", "onnxruntime", "tensorrt"} | set(sys.stdlib_module_names)
+    assert imported <= allowed, imported - allowed
+    assert "tsd_edge" not in imported
+
+
+# -- ONNX Runtime execution providers -------------------------------------------------------------
+
+
+def test_providers_are_chosen_in_order_from_those_installed(pipeline: tuple[Path, Path, Ran]) -> None:
+    from tsd_edge.exporters.onnxruntime import OnnxRuntimeRunner, choose_providers
+
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(wanted, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(wanted, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == wanted[1:]
+    assert choose_providers(None, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeMissingError, match="onnxruntime-gpu"):
+        choose_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"])
+    _, workdir, ran = pipeline
+    assert ran.code == 0
+    with OnnxRuntimeRunner(workdir / "onnx" / "model.onnx", 1, wanted) as runner:
+        assert runner.providers == ["CPUExecutionProvider"]
+    with pytest.raises(RuntimeMissingError, match="list CPUExecutionProvider last"):
+        OnnxRuntimeRunner(workdir / "onnx" / "model.onnx", 1, ["CUDAExecutionProvider"])
+
+
+def test_providers_belong_to_onnxruntime_profiles() -> None:
+    base = load_profile("gpu-x86-ort").model_dump(mode="json")
+    assert base["providers"][-1] == "CPUExecutionProvider"
+    with pytest.raises(ValueError, match="providers: execution providers are for the onnxruntime backend"):
+        Profile.model_validate({**load_profile("gpu-x86").model_dump(mode="json"), "providers": base["providers"]})
+    with pytest.raises(ValueError, match="providers"):
+        Profile.model_validate({**base, "providers": ["CUDA"]})
+
+
+def test_the_gpu_profile_falls_back_to_the_cpu_and_says_so(workcopy: tuple[Path, Path]) -> None:
+    task, w = workcopy
+    for stage in ("compile", "check"):
+        ran = tsd(stage, task, "--workdir", w, "--target", "gpu-x86-ort")
+        assert ran.code == 0, ran.out + ran.err
+    details = json.loads((w / "reports" / "gpu-x86-ort.json").read_text())["details"]
+    assert details["providers"] == ["CPUExecutionProvider"] and details["ran_on"] == "this host"
+
+
+def test_the_device_script_typechecks_against_tensorrt_stubs(tmp_path: Path) -> None:
+    """Its TensorRT 10 calls, checked with mypy against tensorrt-stubs as tools/typecheck_tensorrt.py does for
+    exporters/tensorrt (TensorRT 8.2's bindings API goes through `Any`: the stubs are TensorRT 10.13's)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "typecheck_tensorrt", SCRIPT.parents[2] / "tools" / "typecheck_tensorrt.py"
+    )
+    assert spec and spec.loader
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    stubs = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tsd-edge" / "tensorrt-stubs"
+    try:
+        tool.fix(tool.install(stubs))
+    except subprocess.CalledProcessError:
+        pytest.skip("could not install tensorrt-stubs (no package index?)")
+    config = tmp_path / "mypy.ini"
+    config.write_text(
+        "[mypy]\npython_version = 3.11\nfollow_imports = silent\ncheck_untyped_defs = True\n"
+        "ignore_missing_imports = True\n[mypy-tensorrt.*,tensorrt_bindings.*]\nignore_errors = True\n",
+        encoding="utf-8",
+    )
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(config),
+            "--cache-dir",
+            str(stubs.parent / "mypy-device"),
+            str(SCRIPT),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "MYPYPATH": str(stubs)},
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
