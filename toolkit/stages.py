@@ -273,8 +273,9 @@ def compile(
         assert predicted is not None
         raise InputError(
             f"{profile.name}: {refusal}; host-predicted agreement of the lowered {profile.precision} ONNX "
-            f"{predicted.agreement:.4f} ({run.report(predicted.stage)}); build on the device: copy {run.root} there "
-            f"and run `tsd-edge compile --target {profile.name}` (or by hand: {out / 'trtexec.txt'})"
+            f"{predicted.agreement:.4f} ({run.report(predicted.stage)}); build on the device: from here with "
+            f"`tsd-edge compile --target {profile.name} --device ssh://user@host`, or copy {run.root} there and run "
+            f"`tsd-edge compile --target {profile.name}` (or by hand: {out / 'trtexec.txt'})"
         )
     artifact = backend.build(run.onnx, profile, calibration, out)
     artifact.build["profile"] = profile.name
