@@ -101,13 +101,14 @@ class SshServer:
             stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdin and proc.stdout and proc.stderr
+        to_command = proc.stdin
 
         async def feed() -> None:
             try:
                 while data := await process.stdin.read(1 << 16):
-                    proc.stdin.write(data)
-                    await proc.stdin.drain()
-                proc.stdin.close()
+                    to_command.write(data)
+                    await to_command.drain()
+                to_command.close()
             except (BrokenPipeError, ConnectionResetError):  # the command exited without reading all of it
                 pass
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import os
 import platform
@@ -350,8 +351,6 @@ def test_the_gpu_profile_falls_back_to_the_cpu_and_says_so(workcopy: tuple[Path,
 def test_the_device_script_typechecks_against_tensorrt_stubs(tmp_path: Path) -> None:
     """Its TensorRT 10 calls, checked with mypy against tensorrt-stubs as tools/typecheck_tensorrt.py does for
     exporters/tensorrt (TensorRT 8.2's bindings API goes through `Any`: the stubs are TensorRT 10.13's)."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location(
         "typecheck_tensorrt", SCRIPT.parents[2] / "tools" / "typecheck_tensorrt.py"
     )
@@ -386,3 +385,23 @@ def test_the_device_script_typechecks_against_tensorrt_stubs(tmp_path: Path) -> 
         env={**os.environ, "MYPYPATH": str(stubs)},
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_a_tensorrt_request_without_tensorrt_fails_in_one_line(tmp_path: Path) -> None:
+    """The device side of a TensorRT build, run here where TensorRT is missing: the failure comes back in
+    response.json and becomes one InputError line on the host. The request carries the host's build settings
+    for the TensorRT version the probe found."""
+    from tsd_edge.device import protocol
+
+    body = protocol.request(load_profile("jetson-orin-nano"), "model.fp16.onnx", "10.3.0.30")
+    assert body["tensorrt"]["strongly_typed"] and body["tensorrt"]["max_shape"] == [16, 128]
+    legacy = protocol.request(load_profile("jetson-nano"), "model.fp16.onnx", "8.2.1.8")["tensorrt"]
+    assert not legacy["strongly_typed"] and legacy["builder_flags"] == ["FP16"]
+    (tmp_path / protocol.REQUEST).write_text(json.dumps(body), encoding="utf-8")
+    ran = subprocess.run([sys.executable, str(SCRIPT), "build", str(tmp_path / protocol.REQUEST)], capture_output=True)
+    assert ran.returncode == 1
+    with pytest.raises(
+        InputError, match="the build on the device failed: TensorRT's Python bindings are not installed"
+    ):
+        protocol.read_response(tmp_path / protocol.RESPONSE, "ssh://orin")

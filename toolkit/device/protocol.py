@@ -31,9 +31,10 @@ def script_text() -> str:
     return resources.files("tsd_edge.device").joinpath(SCRIPT).read_text(encoding="utf-8")
 
 
-def request(profile: Profile, model: str) -> dict[str, Any]:
+def request(profile: Profile, model: str, tensorrt_version: str | None = None) -> dict[str, Any]:
     """What the device builds and how: the backend, the uploaded model's name, and for TensorRT the
-    same settings (shapes, typing, flags, DLA, workspace) the host's own build would use."""
+    same settings (shapes, typing, flags, DLA, workspace) the host's own build would use, for the
+    TensorRT major version the probe found on the device."""
     body: dict[str, Any] = {
         "protocol": PROTOCOL,
         "backend": profile.backend,
@@ -46,7 +47,8 @@ def request(profile: Profile, model: str) -> dict[str, Any]:
     if profile.backend == "tensorrt":
         from ..exporters.tensorrt.loader import BuildSettings
 
-        s = BuildSettings.from_profile(profile)
+        major = int(tensorrt_version.split(".")[0]) if tensorrt_version else None
+        s = BuildSettings.from_profile(profile, major)
         body["tensorrt"] = {
             "engine": ENGINE,
             "timing_cache": TIMING_CACHE,

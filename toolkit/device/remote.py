@@ -122,7 +122,7 @@ async def _session(
         upload = staging / "upload"
         upload.mkdir(parents=True, exist_ok=True)
         (upload / protocol.SCRIPT).write_text(protocol.script_text(), encoding="utf-8")
-        body = protocol.request(profile, model.name)
+        body = protocol.request(profile, model.name, (facts.get("tensorrt") or {}).get("version"))
         (upload / protocol.REQUEST).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
         protocol.write_inputs(upload / protocol.INPUTS, batches, count)
         files = [upload / protocol.SCRIPT, upload / protocol.REQUEST, upload / protocol.INPUTS, model]
