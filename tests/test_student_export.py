@@ -94,6 +94,42 @@ def test_teacher_init_copies_weights_and_stays_small() -> None:
     assert spread_layers(2, 6) == [0, 5] and spread_layers(3, 6) == [0, 2, 5]
 
 
+def test_narrow_teacher_init_projects_the_teachers_embeddings() -> None:
+    """Narrower than the teacher: its embeddings on their top principal directions, so words that are close
+    in the teacher stay close in the student; layers start random."""
+    import torch
+    from safetensors.torch import load_file
+
+    teacher_dir = encoder_dir("all-MiniLM-L6-v2")
+    kwargs = {"labels": LABELS, "prototypes": _protos(), "teacher_temperature": 0.05, "texts": TEXTS}
+    model, tok = build_student(init="teacher", teacher_dir=teacher_dir, layers=2, max_length=64, hidden=128, **kwargs)
+    assert model.config.hidden_size == 128 and model.config.num_attention_heads == 2
+    assert model.config.intermediate_size == 512 and model.project.out_features == 384
+    teacher = load_file(str(teacher_dir / "model.safetensors"))
+    full = teacher.get("embeddings.word_embeddings.weight", teacher.get("bert.embeddings.word_embeddings.weight"))
+    vocab = json.loads((teacher_dir / "tokenizer.json").read_text())["model"]["vocab"]
+    kept = sorted(tok["model"]["vocab"], key=tok["model"]["vocab"].__getitem__)
+    old = full[[vocab[w] for w in kept]]
+    new = model.bert.embeddings.word_embeddings.weight.detach()
+
+    def similarities(m: torch.Tensor) -> torch.Tensor:
+        m = torch.nn.functional.normalize(m - m.mean(0), dim=1)
+        return (m @ m.T).flatten()
+
+    # which words are neighbours survives the projection (a random init would give ~0)
+    assert torch.corrcoef(torch.stack([similarities(old), similarities(new)]))[0, 1] > 0.8
+    with pytest.raises(Exception, match="teacher_layers"):
+        build_student(
+            init="teacher",
+            teacher_dir=teacher_dir,
+            layers=2,
+            max_length=64,
+            hidden=128,
+            teacher_layers=[0, 5],
+            **kwargs,
+        )
+
+
 def test_save_load_round_trip(tiny: Path) -> None:
     import torch
 

@@ -5,6 +5,9 @@ uses, which keeps the student small), its position embeddings and its first `lay
 head mirrors the embedding teacher: mean-pool, L2-normalise, then a linear layer initialised with
 the label prototypes divided by the teacher's temperature, so the untrained student already
 answers the way the teacher does, as far as its shallower encoder allows.
+A student narrower than the teacher (`student.hidden` below the teacher's width) cannot take its
+layers; it takes the teacher's token and position embeddings projected onto their top principal
+directions (which keeps most of what distinguishes words), and its layers start random.
 `init: config` builds a randomly initialised encoder of the given size (used for tiny test models).
 
 Saved with `save_pretrained` (safetensors) plus the pruned `tokenizer.json` and `labels.json`.
@@ -120,9 +123,9 @@ def build_student(
     prune_vocab: bool = True,
     teacher_layers: list[int] | None = None,
     dropout: float = 0.1,
-    hidden: int = 384,
-    heads: int = 12,
-    intermediate: int = 1536,
+    hidden: int | None = None,
+    heads: int | None = None,
+    intermediate: int | None = None,
 ) -> tuple[Student, dict]:
     """A student and its tokenizer.json (as a dict); see the module docstring for what `init` does."""
     tokenizer_json = teacher_dir / "tokenizer.json"
@@ -133,7 +136,8 @@ def build_student(
         tokenizer["padding"] = tokenizer["truncation"] = None
         kept = list(range(len(tokenizer["model"]["vocab"])))
     teacher_cfg = json.loads((teacher_dir / "config.json").read_text(encoding="utf-8"))
-    if init == "teacher":
+    narrow = init == "teacher" and hidden is not None and hidden != teacher_cfg["hidden_size"]
+    if init == "teacher" and not narrow:
         if layers > teacher_cfg["num_hidden_layers"]:
             raise InputError(f"student.layers={layers} but the teacher has {teacher_cfg['num_hidden_layers']}")
         hidden, heads, intermediate = (
@@ -141,6 +145,11 @@ def build_student(
             teacher_cfg["num_attention_heads"],
             teacher_cfg["intermediate_size"],
         )
+    hidden = hidden or 384
+    heads = heads or max(1, hidden // 64)
+    intermediate = intermediate or 4 * hidden
+    if hidden % heads:
+        raise InputError(f"student.hidden={hidden} is not a multiple of student.heads={heads}")
     config = StudentConfig(
         teacher_dim=prototypes.shape[1],
         vocab_size=len(kept),
@@ -158,7 +167,11 @@ def build_student(
         label2id={label: i for i, label in enumerate(labels)},
     )
     model = Student(config)
-    if init == "teacher":
+    if narrow:
+        if teacher_layers:
+            raise InputError("student.teacher_layers needs student.hidden equal to the teacher's width; drop one")
+        _project_teacher_embeddings(model, teacher_dir, kept, max_length)
+    elif init == "teacher":
         depth = teacher_cfg["num_hidden_layers"]
         chosen = teacher_layers or spread_layers(layers, depth)
         if len(chosen) != layers or not all(0 <= i < depth for i in chosen):
@@ -204,6 +217,25 @@ def _copy_teacher(model: Student, teacher_dir: Path, kept: list[int], layers: li
     if missing or unexpected:
         raise RuntimeError(
             f"teacher weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def _project_teacher_embeddings(model: Student, teacher_dir: Path, kept: list[int], max_length: int) -> None:
+    from safetensors.torch import load_file
+
+    weights = {k.removeprefix("bert."): v for k, v in load_file(str(teacher_dir / "model.safetensors")).items()}
+    words = weights["embeddings.word_embeddings.weight"][torch.tensor(kept)].double()
+    # principal directions of the task's own token embeddings: what tells this task's words apart
+    _, _, vt = torch.linalg.svd(words - words.mean(0), full_matrices=False)
+    basis = vt[: model.config.hidden_size].T
+    emb = model.bert.embeddings
+    with torch.no_grad():
+        emb.word_embeddings.weight.copy_((words @ basis).float())
+        emb.position_embeddings.weight.copy_(
+            (weights["embeddings.position_embeddings.weight"][:max_length].double() @ basis).float()
+        )
+        emb.token_type_embeddings.weight.copy_(
+            (weights["embeddings.token_type_embeddings.weight"].double() @ basis).float()
         )
 
 

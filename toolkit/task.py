@@ -187,9 +187,10 @@ class StudentSpec(_Strict):
     layers: int = Field(default=2, ge=1)
     # which teacher layers `init: teacher` copies; default: spread from the first to the last
     teacher_layers: list[int] | None = None
-    hidden: int = Field(default=384, ge=8)
-    heads: int = Field(default=12, ge=1)
-    intermediate: int = Field(default=1536, ge=8)
+    # width; default: the teacher's under `init: teacher` (narrower projects its embeddings), else 384
+    hidden: int | None = Field(default=None, ge=8)
+    heads: int | None = Field(default=None, ge=1)  # default: hidden / 64
+    intermediate: int | None = Field(default=None, ge=8)  # default: 4 × hidden
     prune_vocab: bool = True
     max_length: int = Field(default=64, ge=8, le=512)
     dropout: float = Field(default=0.1, ge=0, lt=1)
@@ -213,6 +214,10 @@ class TrainingSpec(_Strict):
     patience: int = Field(default=2, ge=1)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)
+    # beyond one machine (docs/scale.md): optimizer steps of `accumulate` batches; compile; bf16 autocast
+    accumulate: int = Field(default=1, ge=1)
+    compile: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 class AgreementSpec(_Strict):
@@ -223,6 +228,18 @@ class AgreementSpec(_Strict):
     rule: Literal["point", "strict"] = "point"
     max_drop: float | None = Field(default=0.01, ge=0, le=1)
     min_n: int = Field(default=50, ge=1)
+
+
+class AutoSpec(_Strict):
+    """`tsd-edge auto`: ask the teacher only for the inputs the student needs (see docs/auto.md)."""
+
+    initial: int = Field(default=400, ge=20, description="random training inputs asked before the first round")
+    batch: int = Field(default=400, ge=1, description="inputs asked per round")
+    epochs: int = Field(default=1, ge=1, description="training epochs per round (warm-started)")
+    strategy: Literal["mix", "diverse", "margin", "random"] = "mix"
+    candidates: int = Field(default=2000, ge=0, description="pool inputs the student scores per round (0: all)")
+    heldout: int | None = Field(default=None, ge=1, description="held-out inputs to ask [default: the whole split]")
+    seed: int = 0
 
 
 class Task(_Strict):
@@ -237,6 +254,7 @@ class Task(_Strict):
     training: TrainingSpec = TrainingSpec()
     agreement: AgreementSpec = AgreementSpec()
     targets: list[str] = Field(default_factory=lambda: ["cpu-x86"])
+    auto: AutoSpec = AutoSpec()
 
     _base_dir: Path = PrivateAttr(default=Path("."))
     _labels: list[LabelSpec] = PrivateAttr(default_factory=list)
