@@ -79,3 +79,25 @@ def test_unknown_target_is_bad_input(pipeline: tuple[Path, Path, Ran]) -> None:
     task, workdir, _ = pipeline
     out = tsd("bench", task, "--workdir", workdir, "--target", "no-such-target", timeout=120)
     assert out.code == 2 and "error:" in out.err
+
+
+def test_an_http_teacher_is_charged_per_token(tmp_path: Path) -> None:
+    """Token counts stored with each answer (rejected ones too: they were paid for) price the teacher."""
+    from tsd_edge.bench.measure import tokens_per_query
+    from tsd_edge.store import Pair, PairStore
+
+    def pair(text: str, status: str, tokens: tuple[int, int] | None) -> Pair:
+        t_in, t_out = tokens or (None, None)
+        label = "card_arrival" if status == "ok" else None
+        return Pair(
+            text, text, "in.txt", None, "train", status, label, None, None, None, True, None, None, 12.0, t_in, t_out
+        )
+
+    with PairStore(tmp_path / "pairs.sqlite") as store:
+        store.register_teacher("t1", ["card_arrival"], {"kind": "openai"})
+        store.add("t1", [pair("a", "ok", (100, 4)), pair("b", "rejected", (120, 30)), pair("c", "ok", (80, 2))])
+        store.register_teacher("local", ["card_arrival"], {"kind": "embedding"})
+        store.add("local", [pair("a", "ok", None)])
+        tokens = tokens_per_query(store.pairs("t1", status=None))
+        assert tokens == {"prompt": 100.0, "completion": 12.0, "answers": 3}
+        assert tokens_per_query(store.pairs("local", status=None)) is None

@@ -7,7 +7,7 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,14 @@ def bench(
     batches: int = 4,
     price_kwh: float = 0.15,
     price_hour: float = 0.10,
+    price_input_mtok: float = 0.15,
+    price_output_mtok: float = 0.60,
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Measure every system; write runs/<task>/bench.json and bench.svg. `queries` batch-1 calls and
-    `batches` batches of `batch_size` per system per repeat, on held-out inputs (different ones each repeat)."""
+    `batches` batches of `batch_size` per system per repeat, on held-out inputs (different ones each repeat).
+    A teacher whose answers carry token counts (an HTTP endpoint) is also charged per token: USD per million
+    prompt / completion tokens."""
     from ..agreement import AgreementReport
     from ..store import PairStore
     from ..teachers import load_teacher
@@ -49,6 +53,7 @@ def bench(
     teacher = load_teacher(task)
     with PairStore(run.pairs) as store:
         texts = [p.input for p in store.pairs(teacher.fingerprint, split="heldout", relevant=True)]
+        tokens = tokens_per_query(store.pairs(teacher.fingerprint, status=None))
     if not texts:
         raise InputError(f"no held-out inputs in {run.pairs}: run `tsd-edge collect` first")
     specs, skipped = _systems(task, run, targets, threads)
@@ -105,6 +110,11 @@ def bench(
             load_s=ready[name]["load_s"],
         )
         _summarise(system, results[name], flops[name], threads=threads, price_kwh=price_kwh, price_hour=price_hour)
+        if spec["kind"] == "teacher" and tokens:
+            system.tokens_per_query = tokens
+            usd = tokens["prompt"] * price_input_mtok + tokens["completion"] * price_output_mtok  # per 1M queries
+            system.cost_per_1m_usd["tokens"] = usd
+            system.cost_per_1m_usd["total"] += usd
         systems.append(system)
     settings = {
         "threads": threads,
@@ -115,6 +125,8 @@ def bench(
         "heldout_inputs": len(texts),
         "price_kwh_usd": price_kwh,
         "price_hour_usd": price_hour,
+        "price_input_mtok_usd": price_input_mtok,
+        "price_output_mtok_usd": price_output_mtok,
         "watts_per_core_estimate": WATTS_PER_CORE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -201,6 +213,16 @@ def _packaged_sha(package: Path, member: str) -> str | None:
     except (OSError, KeyError, tarfile.TarError, ValueError):
         return None
     return manifest.get("files", {}).get(member, {}).get("sha256")
+
+
+def tokens_per_query(pairs: Iterable[Any]) -> dict[str, float] | None:
+    """Mean prompt and completion tokens per answer, over the stored answers that report them (None: none do,
+    as for a local teacher). Rejected answers count: they were paid for."""
+    counted = [(p.tokens_in or 0, p.tokens_out or 0) for p in pairs if p.tokens_in is not None or p.tokens_out]
+    if not counted:
+        return None
+    prompt, completion = np.mean(counted, axis=0)
+    return {"prompt": float(prompt), "completion": float(completion), "answers": len(counted)}
 
 
 def _summarise(s: System, runs: list[dict], flops: Callable[[list[str]], float] | None, **prices: Any) -> None:

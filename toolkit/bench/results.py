@@ -32,7 +32,8 @@ class System:
     load_s: float | None = None
     cpu_s_per_query: dict[str, float] = field(default_factory=dict)
     energy: dict[str, Any] = field(default_factory=dict)
-    cost_per_1m_usd: dict[str, float] = field(default_factory=dict)
+    cost_per_1m_usd: dict[str, float] = field(default_factory=dict)  # energy, machine, tokens (HTTP teacher), total
+    tokens_per_query: dict[str, float] | None = None
 
 
 @dataclass

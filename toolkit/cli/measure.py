@@ -48,6 +48,8 @@ def bench(
     batch_size: Annotated[int, typer.Option(help="batch size for throughput")] = 32,
     price_kwh: Annotated[float, typer.Option(help="electricity, USD per kWh")] = 0.15,
     price_hour: Annotated[float, typer.Option(help="the whole machine, USD per hour")] = 0.10,
+    price_input_mtok: Annotated[float, typer.Option(help="HTTP teacher: USD per 1M prompt tokens")] = 0.15,
+    price_output_mtok: Annotated[float, typer.Option(help="HTTP teacher: USD per 1M completion tokens")] = 0.60,
 ) -> None:
     """Teacher vs student vs each compiled artifact: latency, throughput, memory, size, energy, cost."""
 
@@ -59,6 +61,7 @@ def bench(
         err = console(stderr=True)
         sizes = {"repeats": repeats, "queries": queries, "batches": batches, "batch_size": batch_size}
         prices = {"price_kwh": price_kwh, "price_hour": price_hour}
+        prices |= {"price_input_mtok": price_input_mtok, "price_output_mtok": price_output_mtok}
         say = lambda msg: err.print(f"[dim]{msg}[/]")  # noqa: E731
         result = measure(t, run_dir, targets=target, threads=threads, progress=say, **sizes, **prices)
         console().print(table(result))
