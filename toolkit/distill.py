@@ -8,9 +8,11 @@ student's sentence embedding and the teacher's (the teacher's geometry is what i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,12 +66,20 @@ def vocabulary_texts(task: Task, store: PairStore, fingerprint: str) -> list[str
 def distill(
     task: Task, store: PairStore, teacher: object, out: Path, *, init_from: Path | None = None
 ) -> DistillResult:
-    """Train a student into `out`; `init_from` warm-starts it from an earlier student (same vocabulary)."""
+    """Train a student into `out`; `init_from` warm-starts it from an earlier student (same vocabulary).
+
+    Under `torchrun` / `accelerate launch` every process runs this function: each trains on its share
+    of every batch (DDP keeps the replicas equal), rank 0 alone evaluates and writes `out`, and every
+    rank returns rank 0's result.
+    """
     import torch
     import torch.nn.functional as F
 
+    from . import distributed as dist
     from .student import StudentRunner, build_student, count_parameters, save_student
 
+    dist.setup()
+    main, world = dist.is_main(), dist.world_size()
     fingerprint: str = teacher.fingerprint  # type: ignore[attr-defined]
     cfg, spec = task.training, task.student
     labels = task.label_names
@@ -83,11 +93,13 @@ def distill(
     if not held:
         raise InputError("no relevant held-out pairs to measure agreement on: add inputs or raise split.heldout")
 
+    # the same seed on every rank: the same initial student and the same shuffled batches
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # the machine's cores are shared between the processes a launcher started on it
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist.local_world_size()))
+    device = dist.device()
 
     model, tokenizer = build_student(
         init=spec.init,
@@ -113,9 +125,10 @@ def distill(
             f"the student has {parameters:,} parameters, over student.max_params={spec.max_params:,}:"
             " use fewer student.layers or raise the limit"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    save_student(model, tokenizer, out)  # writes tokenizer.json, which the text encoder below reads
-    encode = TextEncoder(out / "tokenizer.json", spec.max_length)
+    if main:
+        save_student(model, tokenizer, out)  # writes tokenizer.json, which the text encoder below reads
+    encode_file = _tokenizer_file(tokenizer, out if main else None)
+    encode = TextEncoder(encode_file, spec.max_length)
     model.to(device)
 
     label_index = {name: i for i, name in enumerate(labels)}
@@ -137,11 +150,56 @@ def distill(
         lr=cfg.lr,
         fused=device.type == "cpu" or None,
     )
-    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
+    steps = cfg.epochs * -(-len(length_batches(lengths, cfg.batch_size)) // cfg.accumulate)
     warmup = int(steps * cfg.warmup)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / max(warmup, 1), max(0.0, (steps - s) / max(steps - warmup, 1)))
     )
+
+    # what trains: the student, wrapped in DDP when several processes share the work (it averages the
+    # gradients over ranks in backward), compiled on request. Evaluation uses the bare student.
+    # No DataLoader: the batches are token ids of in-memory texts, tokenised in microseconds in this
+    # process; worker processes would only add start-up time and copies.
+    trainer: torch.nn.Module = model
+    ddp = None
+    if dist.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainer = ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        trainer = torch.compile(trainer, dynamic=True)  # type: ignore[assignment]
+    bf16 = cfg.precision == "bf16" or (
+        cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+    T = cfg.soft_temperature
+
+    def backward(batch: list[int], group_size: int) -> float:
+        """Forward and backward this rank's share of one batch; returns the share's summed loss.
+
+        The loss is a sum over the share divided by the size of the whole optimizer step (all ranks,
+        all accumulated batches), times the world size because DDP averages over ranks: the gradient
+        is the mean over the step's examples, as in one process, however the batch is split.
+        """
+        mine, weight = dist.shard(batch), 1.0
+        if not mine:  # fewer items than ranks: take part in the step with a weight of zero
+            mine, weight = batch[:1], 0.0
+        enc = encode([texts[i] for i in mine])
+        ids, mask = (torch.from_numpy(enc[k]).to(device) for k in ("input_ids", "attention_mask"))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits, embedding = trainer(ids, mask)
+        logits, embedding = logits.float(), embedding.float()
+        per = cfg.loss.hard * F.cross_entropy(logits, hard[mine].to(device), reduction="none")
+        if soft is not None and cfg.loss.soft > 0:
+            target = soft[mine].to(device)
+            if T != 1.0:
+                target = F.softmax(torch.log(target.clamp_min(1e-12)) / T, dim=-1)
+            kl = F.kl_div(F.log_softmax(logits / T, dim=-1), target, reduction="none").sum(-1)
+            per = per + cfg.loss.soft * (T * T) * kl
+        if emb is not None:
+            per = per + cfg.loss.embedding * (1 - F.cosine_similarity(embedding, emb[mine].to(device)))
+        total = per.sum() * weight
+        (total * (world / group_size)).backward()
+        return float(total.detach())
 
     runner = StudentRunner(model, device)
 
@@ -151,68 +209,101 @@ def distill(
         return [labels[i] for i in logits.argmax(1)]
 
     teacher_held = [p.label for p in held]
+
+    def heldout_agreement() -> float:
+        """Measured on rank 0 alone; the others wait for its figure (early stopping must agree)."""
+        value = compare("student", teacher_held, predict(held)).agreement if main else 0.0  # type: ignore[arg-type]
+        return dist.broadcast(value)
+
     history: list[dict[str, float]] = []
-    initial = compare("student", teacher_held, predict(held)).agreement  # type: ignore[arg-type]
+    initial = heldout_agreement()
     history.append({"epoch": 0, "agreement": initial, "loss": float("nan")})
-    best = (initial, 0, copy.deepcopy(model.state_dict()))
-    start, epochs_run, T = time.perf_counter(), 0, cfg.soft_temperature
-    with progress("distill", total=steps) as bar:
+    best = (initial, 0, copy.deepcopy(model.state_dict()) if main else None)
+    start, epochs_run, train_seconds = time.perf_counter(), 0, 0.0
+    with progress("distill", total=steps) if main else contextlib.nullcontext(_NoBar()) as bar:
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
+            t0 = time.perf_counter()
+            trainer.train()
             batches = length_batches(lengths, cfg.batch_size)
-            random.shuffle(batches)
+            random.shuffle(batches)  # the same order on every rank: same seed, same calls
             total = 0.0
-            for idx in batches:
-                batch = encode([texts[i] for i in idx])
-                ids, mask = (torch.from_numpy(batch[k]).to(device) for k in ("input_ids", "attention_mask"))
-                logits, embedding = model(ids, mask)
-                loss = cfg.loss.hard * F.cross_entropy(logits, hard[idx].to(device))
-                if soft is not None and cfg.loss.soft > 0:
-                    target = soft[idx].to(device)
-                    if T != 1.0:
-                        target = F.softmax(torch.log(target.clamp_min(1e-12)) / T, dim=-1)
-                    loss = loss + cfg.loss.soft * (T * T) * F.kl_div(
-                        F.log_softmax(logits / T, dim=-1), target, reduction="batchmean"
-                    )
-                if emb is not None:
-                    loss = loss + cfg.loss.embedding * (1 - F.cosine_similarity(embedding, emb[idx].to(device))).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+            for k in range(0, len(batches), cfg.accumulate):
+                group = batches[k : k + cfg.accumulate]
+                size = sum(map(len, group))
+                for j, batch in enumerate(group):
+                    # DDP: gradients are averaged over ranks once per step, at its last batch
+                    last = j == len(group) - 1
+                    with contextlib.nullcontext() if last or ddp is None else ddp.no_sync():
+                        total += backward(batch, size)
                 optimizer.step()
                 schedule.step()
-                total += loss.item() * len(idx)
+                optimizer.zero_grad(set_to_none=True)
                 bar.advance(0, 1)
+            total = dist.all_sum(total)
+            train_seconds += time.perf_counter() - t0
             epochs_run = epoch
-            agreement = compare("student", teacher_held, predict(held)).agreement  # type: ignore[arg-type]
+            agreement = heldout_agreement()
             history.append({"epoch": epoch, "agreement": agreement, "loss": total / len(train)})
             bar.update(0, description=f"distill (epoch {epoch}: held-out agreement {agreement:.4f})")
             if agreement > best[0]:
-                best = (agreement, epoch, copy.deepcopy(model.state_dict()))
+                best = (agreement, epoch, copy.deepcopy(model.state_dict()) if main else None)
             elif epoch - best[1] >= cfg.patience:
                 break
     seconds = time.perf_counter() - start
-    model.load_state_dict(best[2])
-    model.to("cpu")
-    save_student(model, tokenizer, out)
-    model.to(device)
-    report = compare(
-        "student",
-        teacher_held,
-        predict(held),
-        threshold=task.agreement.threshold,  # type: ignore[arg-type]
-        rule=task.agreement.rule,
-        texts=[p.input for p in held],
-        gold=[p.gold for p in held],
-    )
-    report.details = {
-        "parameters": parameters,
-        "best_epoch": best[1],
-        "epochs_run": epochs_run,
-        "train_pairs": len(train),
-        "history": history,
-        "train_seconds": round(seconds, 1),
-    }
-    return DistillResult(report, parameters, epochs_run, best[1], seconds, history)
+    result: DistillResult | None = None
+    if main:
+        model.load_state_dict(best[2])  # type: ignore[arg-type]
+        model.to("cpu")
+        save_student(model, tokenizer, out)
+        model.to(device)
+        report = compare(
+            "student",
+            teacher_held,
+            predict(held),
+            threshold=task.agreement.threshold,  # type: ignore[arg-type]
+            rule=task.agreement.rule,
+            texts=[p.input for p in held],
+            gold=[p.gold for p in held],
+        )
+        report.details = {
+            "parameters": parameters,
+            "best_epoch": best[1],
+            "epochs_run": epochs_run,
+            "train_pairs": len(train),
+            "history": history,
+            "train_seconds": round(seconds, 1),
+            # the training loop alone (no held-out evaluation), all processes together
+            "samples_per_second": round(len(train) * epochs_run / train_seconds, 1),
+            "processes": world,
+        }
+        result = DistillResult(report, parameters, epochs_run, best[1], seconds, history)
+    if not main:
+        shutil.rmtree(encode_file.parent, ignore_errors=True)
+    return dist.broadcast(result)  # type: ignore[return-value]
+
+
+class _NoBar:
+    """The progress bar of the ranks that do not show one."""
+
+    def advance(self, *args: object) -> None:
+        pass
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def _tokenizer_file(tokenizer: dict, out: Path | None) -> Path:
+    """Rank 0 reads the tokenizer.json it saved in `out`; the other ranks, which write nothing there
+    (on another node it may not even be the same disk), read a private copy."""
+    if out is not None:
+        return out / "tokenizer.json"
+    import json
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tsd-edge-rank"))
+    path = folder / "tokenizer.json"
+    path.write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def _warm_start(model: object, tokenizer: dict, previous: Path) -> None:

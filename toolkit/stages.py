@@ -148,24 +148,33 @@ def collect(task: Task, run: RunDir, *, limit: int | None = None, dry_run: bool 
 
 
 def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
+    # under torchrun / accelerate every process runs this; only rank 0 writes (docs/scale.md)
+    from .distributed import barrier, broadcast, is_main
+
     teacher = _teacher(task)
     with PairStore(run.pairs) as store:
         if not store.answered(teacher.fingerprint):
             raise InputError(f"no teacher answers in {run.pairs}: run `tsd-edge collect` first")
-        store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
+        if is_main():
+            store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
+        barrier()
         # the threshold is not part of the key: changing it re-judges the student, it does not retrain it
         key = fingerprint(task.settings("student", "training", "teacher", "split"), store.digest(teacher.fingerprint))
-        if not force and run.up_to_date("distill", key, run.student / "model.safetensors", run.report("student")):
-            report = AgreementReport.load(run.report("student"))
+        fresh = run.up_to_date("distill", key, run.student / "model.safetensors", run.report("student"))
+        if not force and broadcast(fresh):
+            report: AgreementReport = broadcast(AgreementReport.load(run.report("student")) if is_main() else None)
             report.threshold, report.rule = task.agreement.threshold, task.agreement.rule
-            report.save(run.report("student"))
+            if is_main():
+                report.save(run.report("student"))
             return StageResult("distill", True, _agreement_line(report), report)
         from .distill import distill as train
 
         result = train(task, store, teacher, run.student)
-    result.report.details["artifact_bytes"] = (run.student / "model.safetensors").stat().st_size
-    result.report.save(run.report("student"))
-    run.finish("distill", key, parameters=result.parameters)
+    if is_main():
+        result.report.details["artifact_bytes"] = (run.student / "model.safetensors").stat().st_size
+        result.report.save(run.report("student"))
+        run.finish("distill", key, parameters=result.parameters)
+    barrier()
     summary = (
         f"{_agreement_line(result.report)}; {result.parameters / 1e6:.2f}M parameters, "
         f"best epoch {result.best_epoch}/{result.epochs_run}, {result.seconds:.0f} s"

@@ -31,13 +31,17 @@ def collect(
 
 @app.command(rich_help_panel=PIPELINE)
 def distill(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None:
-    """Train the student on the relevant pairs and report its held-out agreement with the teacher."""
+    """Train the student on the relevant pairs and report its held-out agreement with the teacher.
+    Several processes or GPUs: `torchrun --nproc_per_node N -m tsd_edge distill TASK` (docs/scale.md)."""
 
     def body() -> None:
         from .. import stages
+        from ..distributed import is_main
 
         t, run = load(task, workdir)
-        show(stages.distill(t, run, force=force))
+        result = stages.distill(t, run, force=force)
+        if is_main():  # under torchrun every process gets the same result: say it once
+            show(result)
 
     guard(body)
 
