@@ -104,7 +104,7 @@ def reached(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, objec
 
 
 def test_auto_reaches_the_threshold_and_packages(reached: tuple) -> None:
-    task, workdir, ran = reached
+    _, workdir, ran = reached
     assert ran.code == 0, ran.out + ran.err
     assert (workdir / "dist" / "bank-slice-cpu-x86.tsdpkg").is_file()
     rounds = _lines(workdir / "auto.jsonl")
@@ -112,11 +112,6 @@ def test_auto_reaches_the_threshold_and_packages(reached: tuple) -> None:
     assert rounds[-1]["calls"] <= 400 and rounds[-1]["calls"] == len(_stored(workdir))
     assert [r["round"] for r in rounds] == list(range(len(rounds)))
     assert "holds" in ran.out and "package:" in ran.out
-    # run again: nothing is asked or trained, the stages are up to date
-    again = tsd("auto", task, "--budget", "400", "--workdir", workdir)
-    assert again.code == 0, again.out + again.err
-    assert len(_lines(workdir / "auto.jsonl")) == len(rounds)
-    assert "resumed" in again.out
 
 
 def test_held_out_inputs_are_never_selected(reached: tuple) -> None:
@@ -127,6 +122,15 @@ def test_held_out_inputs_are_never_selected(reached: tuple) -> None:
     assert chosen and not set(chosen) & split.held_keys
     assert set(chosen) <= split.pool_keys
     assert len(chosen) == len(set(chosen))  # nothing chosen twice
+
+
+def test_a_budget_under_the_held_out_set_is_bad_input(tmp_path: Path) -> None:
+    task = _slice(tmp_path, threshold=0.8)
+    held = len(split_inputs(load_task(task)).held)
+    ran = tsd("auto", task, "--budget", str(held), "--workdir", tmp_path / "run")
+    assert ran.code == 2 and "Traceback" not in ran.err
+    assert f"give --budget {held + 20} or more" in ran.err
+    assert not (tmp_path / "run" / "auto.jsonl").exists()
 
 
 def test_budget_spent_exits_1_and_a_killed_loop_resumes(tmp_path: Path) -> None:
@@ -152,7 +156,7 @@ def test_budget_spent_exits_1_and_a_killed_loop_resumes(tmp_path: Path) -> None:
 
     ran = tsd("auto", task, "--budget", str(budget), "--workdir", workdir)
     assert ran.code == 1, ran.out + ran.err
-    assert "budget spent" in ran.out
+    assert "budget spent" in ran.out and "resumed: 1 round(s)" in ran.out
     assert any(label in ran.out for label in LABELS)  # the labels that hold agreement back
     rounds = _lines(workdir / "auto.jsonl")
     assert [r["round"] for r in rounds] == [0, 1]

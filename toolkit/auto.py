@@ -194,10 +194,12 @@ def auto(
         held_calls, train_calls = calls()
         answered = store.answered(fp)
         missing_held = sum(i.key not in answered for i in split.held)
-        if not done and held_calls + train_calls + missing_held + MIN_TRAIN_PAIRS > budget:
+        need = held_calls + train_calls + missing_held + MIN_TRAIN_PAIRS
+        if not done and need > budget:
+            stored = f", {held_calls + train_calls} answers already stored" if held_calls + train_calls else ""
             raise InputError(
-                f"--budget {budget} does not cover the {len(split.held)} held-out inputs and a first sample"
-                f" ({held_calls + train_calls} answers already stored): raise --budget or set auto.heldout"
+                f"--budget {budget} does not cover the {len(split.held)} held-out inputs and a first sample of"
+                f" {MIN_TRAIN_PAIRS}{stored}: give --budget {need} or more, or set auto.heldout in the task file"
             )
         report = _last_report(task, log, done)
         while True:
