@@ -59,6 +59,10 @@ def collect(
 ) -> CollectResult:
     """Ask the teacher for every unanswered task input (or only those whose `TaskInput.key` is in `only`)."""
     teacher = teacher or load_teacher(task)
+    if task.fleet is not None:  # replicas on a Ray cluster answer; this process alone writes the store
+        from .fleet import with_fleet
+
+        teacher = with_fleet(task, teacher)
     inputs = read_inputs(task)
     if only is not None:
         wanted = set(only)

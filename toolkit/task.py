@@ -203,6 +203,17 @@ class LossWeights(_Strict):
     embedding: float = Field(default=1.0, ge=0)
 
 
+class FleetSpec(_Strict):
+    """Answer with replicas of a local teacher on a Ray cluster (docs/scale.md); needs `tsd-edge[ray]`."""
+
+    # passed to ray.init: none = RAY_ADDRESS, else a cluster `ray start` made here, else a new local Ray;
+    # "auto", "local", "HOST:PORT" or "ray://HOST:10001"
+    ray: str | None = None
+    replicas: int | None = Field(default=None, ge=1, description="default: one per GPU, else one per `cpus`")
+    gpus: float | None = Field(default=None, ge=0, description="per replica; default: 1 when the cluster has GPUs")
+    cpus: float = Field(default=1.0, gt=0, description="per replica")
+
+
 class TrainingSpec(_Strict):
     epochs: int = Field(default=6, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -248,6 +259,7 @@ class Task(_Strict):
     labels: list[str | LabelSpec] | Path
     inputs: list[InputSource] = Field(min_length=1)
     teacher: TeacherSpec = EmbeddingTeacherSpec()
+    fleet: FleetSpec | None = None  # collect with teacher replicas on a Ray cluster
     relevance: RelevanceSpec = RelevanceSpec()
     split: SplitSpec = SplitSpec()
     student: StudentSpec = StudentSpec()
