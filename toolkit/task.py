@@ -87,7 +87,9 @@ class OpenAITeacherSpec(_Strict):
     """
 
     kind: Literal["openai"]
-    base_url: str = Field(min_length=1, description="e.g. http://localhost:8000/v1")
+    base_url: str | list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="e.g. http://localhost:8000/v1, or a list of replicas of one model"
+    )
     model: str = Field(min_length=1)
     api_key_env: str | None = Field(default=None, description="name of the env variable holding the key")
     constrain: Literal["json_schema", "choice", "guided_choice", "prompt"] = "json_schema"
@@ -105,6 +107,7 @@ class OpenAITeacherSpec(_Strict):
     max_retries: int = Field(default=5, ge=0)
     backoff: float = Field(default=1.0, ge=0)
     max_backoff: float = Field(default=60.0, ge=0)
+    cooldown: float = Field(default=30.0, ge=0, description="seconds a failing server of several is left out")
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, gt=0)

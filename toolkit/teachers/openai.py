@@ -1,12 +1,15 @@
 """The `openai` teacher: any OpenAI-compatible chat/completions endpoint (vLLM, NIM, TGI, llama.cpp, OpenAI).
 
-`concurrency` workers each keep one request in flight. A request that fails for a reason that may
-pass (429, 5xx, timeout, dropped connection, a body that is not a chat completion) is retried up to
-`max_retries` times with exponential backoff and full jitter; a 429/503 `Retry-After` pauses every
-worker until then. 401/403/404 stop the collection (wrong key, URL or model: every call would fail
-alike). Other 4xx answers (a prompt too long for the model) are stored as rejected with the server's
-message. The key is read from the environment variable `api_key_env` and lives only in the
-client's headers: it is in no spec, fingerprint, log, error or store.
+`concurrency` workers each keep one request in flight. `base_url` may list several servers (replicas
+of one model): each request goes to the one with the fewest requests in flight, and one that keeps
+failing is taken out for `cooldown` seconds (teachers/replicas.py). A request that fails for a
+reason that may pass (429, 5xx, timeout, dropped connection, a body that is not a chat completion)
+is retried up to `max_retries` times with exponential backoff and full jitter; a 429/503
+`Retry-After` pauses every worker's requests to that server until then. 401/403/404 stop the
+collection (wrong key, URL or model: every call would fail alike). Other 4xx answers (a prompt too
+long for the model) are stored as rejected with the server's message. The key is read from the
+environment variable `api_key_env` and lives only in the client's headers: it is in no spec,
+fingerprint, log, error or store.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..errors import InputError
 from ..task import OpenAITeacherSpec, Task
 from . import Response, failed, rejected
 from .labels import LabelParser, soft_labels
+from .replicas import Replicas
 
 POOL_SIZE = 8  # connections per HTTP client; concurrency above it uses several clients
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -69,7 +73,8 @@ class OpenAITeacher:
         self.tokens = 0
         self.stopped: str | None = None  # why the last stream ended before every input was asked
         self._fatal: str | None = None
-        self._not_before = 0.0  # monotonic time before which no request is sent (Retry-After)
+        self.urls = [spec.base_url] if isinstance(spec.base_url, str) else list(spec.base_url)
+        self.replicas = Replicas(self.urls, spec.cooldown)  # the servers, with their counts
 
     # -- the request ------------------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class OpenAITeacher:
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.cfg.max_backoff, self.cfg.backoff * 2 ** (attempt - 1)))
 
-    async def _ask(self, client: Any, text: str) -> Response:
+    async def _ask(self, client: Any, servers: Replicas, text: str) -> Response:
         import httpx
 
         cfg = self.cfg
@@ -150,45 +155,49 @@ class OpenAITeacher:
         start = time.perf_counter()
         attempt = 0
         while True:
-            wait = self._not_before - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
             if not self._budget_left():
                 return failed(self.stopped or "budget spent", attempts=attempt)
+            server = await servers.acquire()  # the ready server with the fewest requests in flight
             attempt += 1
             self.calls += 1
             delay: float | None = None
+            up = False  # the server answered (a 429 or a 4xx is an answer; a 5xx or silence is not)
             try:
-                async with asyncio.timeout(cfg.timeout):
-                    resp = await client.post("chat/completions", json=body)
-                    content = resp.content  # read fully inside the deadline
-            except TimeoutError:
-                reason = f"no answer within teacher.timeout={cfg.timeout:g} s"
-            except httpx.TransportError as exc:
-                reason = f"connection failed ({type(exc).__name__})"
-            else:
-                if resp.status_code == 200:
-                    out = self._answer(content, time.perf_counter() - start, attempt)
-                    if out is not None:
-                        return out
-                    reason = "the server's body is not a chat completion (malformed JSON)"
-                elif resp.status_code in FATAL_STATUS:
-                    raise _Stop(
-                        f"HTTP {resp.status_code} from {cfg.base_url} ({FATAL_STATUS[resp.status_code]}): "
-                        f"check teacher.base_url, teacher.model and the key in ${cfg.api_key_env or '(none set)'}"
-                    )
-                elif resp.status_code in RETRY_STATUS:
-                    reason = f"HTTP {resp.status_code}"
-                    delay = _retry_after(resp.headers.get("retry-after"))
-                    if delay is not None:
-                        delay = min(delay, max(cfg.max_backoff, 1.0))
-                        self._not_before = max(self._not_before, time.monotonic() + delay)
+                try:
+                    async with asyncio.timeout(cfg.timeout):
+                        resp = await client.post(server.url + "chat/completions", json=body)
+                        content = resp.content  # read fully inside the deadline
+                except TimeoutError:
+                    reason = f"no answer within teacher.timeout={cfg.timeout:g} s"
+                except httpx.TransportError as exc:
+                    reason = f"connection failed ({type(exc).__name__})"
                 else:
-                    return rejected(
-                        f"HTTP {resp.status_code}: {self._scrub(_server_message(content))}",
-                        latency_ms=(time.perf_counter() - start) * 1000,
-                        attempts=attempt,
-                    )
+                    up = resp.status_code < 500
+                    if resp.status_code == 200:
+                        out = self._answer(content, time.perf_counter() - start, attempt)
+                        up = out is not None
+                        if out is not None:
+                            return out
+                        reason = "the server's body is not a chat completion (malformed JSON)"
+                    elif resp.status_code in FATAL_STATUS:
+                        raise _Stop(
+                            f"HTTP {resp.status_code} from {server.url} ({FATAL_STATUS[resp.status_code]}): "
+                            f"check teacher.base_url, teacher.model and the key in ${cfg.api_key_env or '(none set)'}"
+                        )
+                    elif resp.status_code in RETRY_STATUS:
+                        reason = f"HTTP {resp.status_code}"
+                        delay = _retry_after(resp.headers.get("retry-after"))
+                        if delay is not None:
+                            delay = min(delay, max(cfg.max_backoff, 1.0))
+                            servers.pause(server, delay)
+                    else:
+                        return rejected(
+                            f"HTTP {resp.status_code}: {self._scrub(_server_message(content))}",
+                            latency_ms=(time.perf_counter() - start) * 1000,
+                            attempts=attempt,
+                        )
+            finally:
+                servers.release(server, ok=up)
             if attempt > cfg.max_retries:
                 return failed(f"{reason}; gave up after {attempt} attempts", attempts=attempt)
             await asyncio.sleep(delay if delay is not None else self._backoff(attempt))
@@ -237,13 +246,15 @@ class OpenAITeacher:
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
         todo = iter(enumerate(texts))
         stop = asyncio.Event()
+        servers = self.replicas
+        servers.start()
 
         async def worker(client: httpx.AsyncClient) -> None:
             for i, text in todo:
                 if stop.is_set():
                     return
                 try:
-                    response = await self._ask(client, text)
+                    response = await self._ask(client, servers, text)
                 except _Stop as exc:
                     self.stopped = self._fatal = str(exc)
                     stop.set()
@@ -253,7 +264,6 @@ class OpenAITeacher:
                     return  # an input the budget cut off is not an answer: asked again next run
                 await out.put((i, response))
 
-        base = cfg.base_url.rstrip("/") + "/"
         n_workers = min(cfg.concurrency, len(texts))
         # httpcore's pool costs O(connections) per request: small pools keep the client off the CPU at
         # high concurrency (measured: 64 workers on one pool reached 8% of the ideal rate here)
@@ -263,9 +273,8 @@ class OpenAITeacher:
             async with contextlib.AsyncExitStack() as stack:
                 clients = [
                     await stack.enter_async_context(
-                        httpx.AsyncClient(
-                            base_url=base, headers=headers, limits=limits, timeout=cfg.timeout, verify=tls
-                        )
+                        # no base_url: each request names its server (clients are not tied to one)
+                        httpx.AsyncClient(headers=headers, limits=limits, timeout=cfg.timeout, verify=tls)
                     )
                     for _ in range(n_clients)
                 ]
