@@ -23,17 +23,24 @@ class TextEncoder:
 
     def __call__(self, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Token ids and attention mask, padded to the longest text (or to `pad_to`)."""
-        encodings = self.tokenizer.encode_batch(texts)
-        width = pad_to or max((len(e.ids) for e in encodings), default=1)
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            ids[row, : len(enc.ids)] = enc.ids
-            mask[row, : len(enc.ids)] = 1
+        return self.pad(self.ids(texts), pad_to)
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids, unpadded (tokenize once, then `pad` any grouping of them)."""
+        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+
+    @staticmethod
+    def pad(rows: list[list[int]], pad_to: int | None = None) -> dict[str, np.ndarray]:
+        width = pad_to or max((len(r) for r in rows), default=1)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for row, r in enumerate(rows):
+            ids[row, : len(r)] = r
+            mask[row, : len(r)] = 1
         return {"input_ids": ids, "attention_mask": mask}
 
     def lengths(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
+        return [len(r) for r in self.ids(texts)]
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

@@ -9,12 +9,13 @@ from typing import Any
 
 
 def flops_fn(spec: dict, task: Any, run: Any) -> Callable[[list[str]], float] | None:
-    """FLOPs of one forward pass over a batch of texts, padded to its longest (as every system pads it):
+    """FLOPs of one forward pass over a batch of texts, each (sub-)batch padded to its longest, as the
+    system runs it (`spec["bucket"]`: sub-batches of similar length):
     2 × the weights of every MatMul that has one (read from the student's ONNX graph) × tokens, plus
     2 × L² × hidden per sequence for each MatMul of two activations (attention scores, and their product
     with V), plus each Gemm (the head) once per sequence. The teacher's terms come from its config.json by
     the same rule, its lengths from its own tokenizer. Integer ops count as FLOPs."""
-    from ..tokenization import TextEncoder
+    from ..tokenization import TextEncoder, length_batches
 
     if spec["kind"] == "teacher":
         if task.teacher.kind != "embedding":
@@ -37,9 +38,15 @@ def flops_fn(spec: dict, task: Any, run: Any) -> Callable[[list[str]], float] | 
             return None
         encode = TextEncoder(run.student / "tokenizer.json", task.student.max_length)
 
+    bucket = spec.get("bucket")
+
     def flops(texts: list[str]) -> float:
-        width = max(encode.lengths(texts), default=0)
-        return len(texts) * (width * per_token + per_seq + width * width * per_l2)
+        lengths = encode.lengths(texts)
+        total = 0.0
+        for idx in length_batches(lengths, bucket or len(texts) or 1):  # the sub-batches the system runs
+            width = max(lengths[i] for i in idx)
+            total += len(idx) * (width * per_token + per_seq + width * width * per_l2)
+        return total
 
     return flops
 

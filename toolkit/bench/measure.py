@@ -31,6 +31,7 @@ def bench(
     batch_size: int = 32,
     queries: int = 32,
     batches: int = 4,
+    bucket: int | None = None,
     price_kwh: float = 0.15,
     price_hour: float = 0.10,
     price_input_mtok: float = 0.15,
@@ -56,7 +57,12 @@ def bench(
         tokens = tokens_per_query(store.pairs(teacher.fingerprint, status=None))
     if not texts:
         raise InputError(f"no held-out inputs in {run.pairs}: run `tsd-edge collect` first")
+    if bucket is not None and bucket < 1:
+        raise InputError("--bucket must be at least 1")
     specs, skipped = _systems(task, run, targets, threads)
+    for spec in specs:
+        if spec["kind"] != "teacher":  # the teacher runs as its users run it
+            spec["bucket"] = bucket
     per_repeat = queries + batches * batch_size
     slices = [[texts[(r * per_repeat + i) % len(texts)] for i in range(per_repeat)] for r in range(repeats)]
 
@@ -122,6 +128,7 @@ def bench(
         "batch_size": batch_size,
         "queries_b1_per_repeat": queries,
         "batches_per_repeat": batches,
+        "bucket": bucket,
         "heldout_inputs": len(texts),
         "price_kwh_usd": price_kwh,
         "price_hour_usd": price_hour,

@@ -72,9 +72,25 @@ def _status_mib(field_: str) -> float:
     return float("nan")
 
 
-def _load(spec: dict) -> tuple[Callable[[list[str]], Any], Callable[[list[str]], dict] | None, Any, int | None]:
-    """(answer texts → labels, encode, forward, parameters). encode/forward are None where the model's time
-    cannot be separated from its input pipeline (the teacher)."""
+class _Timed:
+    """A runner that adds up the seconds spent inside `run`: the model's time without its input pipeline."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self.seconds = runner, 0.0
+
+    def run(self, batch: dict) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return self.runner.run(batch)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | None]:
+    """(answer texts → labels, the timed runner, parameters). The runner is None where the model's time
+    cannot be separated from its input pipeline (the teacher). The student and compiled systems answer
+    through `predict_logits`, the path the gate and a device use: a batch is tokenized once, sorted by
+    length and run in sub-batches of `spec["bucket"]` (the whole batch when unset)."""
     threads = spec["threads"]
     if spec["kind"] in ("teacher", "student"):
         import torch
@@ -92,7 +108,8 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], Callable[[list[str]],
 
             _ = teacher.prototypes
             params = sum(p.numel() for p in load_encoder(teacher.model).parameters())
-        return (lambda texts: [r.label for r in teacher.answer(texts)]), None, None, params
+        return (lambda texts: [r.label for r in teacher.answer(texts)]), None, params
+    from ..infer import predict_logits
     from ..tokenization import TextEncoder
 
     if spec["kind"] == "student":
@@ -121,10 +138,16 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], Callable[[list[str]],
         runner = get_backend(artifact.backend).load(artifact, threads)
         encode = TextEncoder(tokenizer, spec["max_length"])
         labels = json.loads(label_file.read_text(encoding="utf-8"))
-    return (lambda texts: [labels[i] for i in runner.run(encode(texts)).argmax(1)]), encode, runner.run, params
+    timed = _Timed(runner)
+
+    def answer(texts: list[str]) -> list[str]:
+        logits = predict_logits(timed, encode, texts, batch_size=spec.get("bucket") or len(texts))
+        return [labels[i] for i in logits.argmax(1)]
+
+    return answer, timed, params
 
 
-def _measure(answer: Callable, encode: Callable | None, forward: Callable | None, command: dict) -> dict:
+def _measure(answer: Callable, timed: _Timed | None, command: dict) -> dict:
     single_ms = []
     cpu0, e0 = time.process_time(), rapl_uj()
     for text in command["single"]:
@@ -132,17 +155,10 @@ def _measure(answer: Callable, encode: Callable | None, forward: Callable | None
         answer([text])
         single_ms.append(1e3 * (time.perf_counter() - t0))
     cpu1, e1 = time.process_time(), rapl_uj()
-    model_s, queries = 0.0, 0
+    queries, model_before = 0, timed.seconds if timed else 0.0
     start = time.perf_counter()
     for texts in command["batches"]:
-        if encode is not None and forward is not None:
-            batch = encode(texts)
-            t0 = time.perf_counter()
-            logits = forward(batch)
-            model_s += time.perf_counter() - t0
-            logits.argmax(1)
-        else:
-            answer(texts)
+        answer(texts)
         queries += len(texts)
     batch_s = time.perf_counter() - start
     cpu2, e2 = time.process_time(), rapl_uj()
@@ -150,7 +166,7 @@ def _measure(answer: Callable, encode: Callable | None, forward: Callable | None
         "single_ms": single_ms,
         "batch_s": batch_s,
         "batch_queries": queries,
-        "model_s": model_s if encode is not None else None,
+        "model_s": timed.seconds - model_before if timed else None,
         "cpu_single": cpu1 - cpu0,
         "cpu_batch": cpu2 - cpu1,
         "joules_single": joules(e0, e1),
@@ -170,7 +186,7 @@ def _worker(spec_path: str) -> None:
 
     start = time.perf_counter()
     try:
-        answer, encode, forward, params = _load(spec)
+        answer, timed, params = _load(spec)
         for text in spec["warmup"][:4]:
             answer([text])
         answer(spec["warmup"])
@@ -180,7 +196,7 @@ def _worker(spec_path: str) -> None:
     send({"load_s": time.perf_counter() - start, "rss_mib": _status_mib("VmRSS"), "parameters": params})
     for line in sys.stdin:
         try:
-            send(_measure(answer, encode, forward, json.loads(line)))
+            send(_measure(answer, timed, json.loads(line)))
         except Exception as exc:
             send({"error": f"{type(exc).__name__}: {exc}"})
 

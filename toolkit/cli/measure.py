@@ -46,6 +46,9 @@ def bench(
     queries: Annotated[int, typer.Option(help="batch-1 queries per system per repeat")] = 32,
     batches: Annotated[int, typer.Option(help="batches per system per repeat")] = 4,
     batch_size: Annotated[int, typer.Option(help="batch size for throughput")] = 32,
+    bucket: Annotated[
+        int | None, typer.Option(help="student and artifacts: run each batch sorted by length in sub-batches of N")
+    ] = None,
     price_kwh: Annotated[float, typer.Option(help="electricity, USD per kWh")] = 0.15,
     price_hour: Annotated[float, typer.Option(help="the whole machine, USD per hour")] = 0.10,
     price_input_mtok: Annotated[float, typer.Option(help="HTTP teacher: USD per 1M prompt tokens")] = 0.15,
@@ -59,7 +62,7 @@ def bench(
 
         t, run_dir = load(task, workdir)
         err = console(stderr=True)
-        sizes = {"repeats": repeats, "queries": queries, "batches": batches, "batch_size": batch_size}
+        sizes = {"repeats": repeats, "queries": queries, "batches": batches, "batch_size": batch_size, "bucket": bucket}
         prices = {"price_kwh": price_kwh, "price_hour": price_hour}
         prices |= {"price_input_mtok": price_input_mtok, "price_output_mtok": price_output_mtok}
         say = lambda msg: err.print(f"[dim]{msg}[/]")  # noqa: E731
