@@ -22,11 +22,18 @@ One row per pair, these columns (docs/teachers/README.md lists them too):
 The teacher's labels and spec travel beside the rows: in the Parquet schema metadata
 (`tsd_edge.teacher`) and, for JSONL, in `<file>.teacher.json`. Importing a file without them
 assigns its rows to the task's current teacher, with the task's labels.
+
+At scale, export to a folder instead of a file: `part-00000.parquet`, `part-00001.parquet`, ... of
+`shard_size` rows each, every shard with the teacher's metadata, written while the store is read
+(memory holds one shard). Import takes a file, a folder (its `*.parquet` and `*.jsonl` files) or a
+glob, so a collection on a cluster can feed a distillation elsewhere.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +138,9 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
 # -- export ----------------------------------------------------------------------------------------
 
 
+SHARD_SIZE = 100_000  # rows per Parquet shard by default (~40 MB with embeddings of 384 floats)
+
+
 def _format(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".parquet"):
@@ -138,6 +148,11 @@ def _format(path: Path) -> str:
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
     raise InputError(f"{path}: unknown format; name the file *.parquet or *.jsonl")
+
+
+def is_file_name(path: Path) -> bool:
+    """A path naming one file of pairs (*.parquet, *.jsonl); anything else names a folder of shards."""
+    return path.name.lower().endswith((".parquet", ".jsonl", ".ndjson"))
 
 
 def _pyarrow() -> Any:
@@ -174,13 +189,21 @@ def _row(p: Pair, fingerprint: str, embeddings: bool) -> dict[str, Any]:
     return row
 
 
-def export_pairs(store: PairStore, fingerprint: str, path: Path, *, embeddings: bool = False) -> int:
-    fmt = _format(path)
+def export_pairs(
+    store: PairStore, fingerprint: str, path: Path, *, embeddings: bool = False, shard_size: int | None = None
+) -> int:
+    """Write every pair of `fingerprint` to one file, or to a folder of Parquet shards (`shard_size` given,
+    an existing folder, or a name without a suffix). Returns the number of pairs."""
     meta = {
         "fingerprint": fingerprint,
         "labels": store.labels(fingerprint),
         "spec": summarise(store, fingerprint, 0).spec,
     }
+    if shard_size is not None or path.is_dir() or not path.suffix:
+        if is_file_name(path):
+            raise InputError(f"{path}: --shard-size writes a folder of part-NNNNN.parquet files; give a folder")
+        return _export_shards(store, fingerprint, path, meta, embeddings, shard_size or SHARD_SIZE)
+    fmt = _format(path)
     rows = [_row(p, fingerprint, embeddings) for p in store.pairs(fingerprint, status=None)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -197,6 +220,45 @@ def export_pairs(store: PairStore, fingerprint: str, path: Path, *, embeddings: 
         pa.parquet.write_table(table, tmp)
     tmp.replace(path)
     return len(rows)
+
+
+def _export_shards(
+    store: PairStore, fingerprint: str, folder: Path, meta: dict[str, Any], embeddings: bool, shard_size: int
+) -> int:
+    if shard_size < 1:
+        raise InputError(f"--shard-size {shard_size}: give a number of rows per shard, at least 1")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file; shards go into a folder (name a new or existing folder)")
+    pa = _pyarrow()
+    folder.mkdir(parents=True, exist_ok=True)
+    cols = [*COLUMNS, "embedding"] if embeddings else COLUMNS
+    schema = _schema(pa, embeddings)
+    written: list[Path] = []
+    total = 0
+    for n, chunk in enumerate(_chunks(store.pairs(fingerprint, status=None), shard_size)):
+        table = pa.Table.from_pylist([_row(p, fingerprint, embeddings) for p in chunk], schema=schema).select(cols)
+        table = table.replace_schema_metadata({"tsd_edge.teacher": json.dumps(meta)})
+        tmp = folder / f".part-{n:05d}.parquet.part"
+        pa.parquet.write_table(table, tmp)
+        written.append(tmp)
+        total += len(chunk)
+    # only now replace what an earlier export left: a reader never sees a mix of two exports' shards
+    for old in folder.glob("part-*.parquet"):
+        old.unlink()
+    for tmp in written:
+        tmp.replace(folder / tmp.name[1:].removesuffix(".part"))
+    return total
+
+
+def _chunks(items: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
+    chunk: list[Pair] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _schema(pa: Any, embeddings: bool) -> Any:
@@ -245,20 +307,46 @@ def _read(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     return table.to_pylist(), (json.loads(raw) if raw else None)
 
 
-def import_pairs(store: PairStore, task: Task, fingerprint: str, path: Path) -> tuple[int, int]:
-    """Add the file's pairs; (added, already there). Splits are recomputed from the task, never trusted."""
-    rows, meta = _read(path)
-    if meta:
-        fingerprint, labels, spec = meta["fingerprint"], meta["labels"], meta.get("spec") or {}
-    else:
-        labels, spec = task.label_names, {"kind": "imported", "from": path.name}
-    store.register_teacher(fingerprint, labels, spec)
-    pairs = []
-    for n, row in enumerate(rows, 1):
-        pairs.append(_pair(row, labels, task, f"{path}: row {n}"))
-    added = store.add(fingerprint, pairs)
-    store.mark_relevance(fingerprint, task.relevance.threshold)
-    return added, len(pairs) - added
+def pair_files(source: Path | str | Sequence[Path | str]) -> list[Path]:
+    """The files an import reads: a file, a folder's *.parquet / *.jsonl files (sorted), a glob, or a list of these."""
+    if not isinstance(source, Path | str):
+        return [f for one in source for f in pair_files(one)]
+    text = str(source)
+    if any(c in text for c in "*?["):
+        files = [Path(f) for f in sorted(glob.glob(text))]
+        if not files:
+            raise InputError(f"no files match {text}: check the pattern (quote it so the shell leaves it to tsd-edge)")
+        return files
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file() and is_file_name(f) and not f.name.startswith("."))
+        if not files:
+            raise InputError(f"{path}: no *.parquet or *.jsonl files in this folder")
+        return files
+    return [path]
+
+
+def import_pairs(
+    store: PairStore, task: Task, fingerprint: str, path: Path | str | Sequence[Path | str]
+) -> tuple[int, int]:
+    """Add the pairs of a file, a folder of shards or a glob; (added, already there). Splits are
+    recomputed from the task, never trusted."""
+    added = had = 0
+    marked: set[str] = set()
+    for file in pair_files(path):
+        rows, meta = _read(file)
+        if meta:
+            owner, labels, spec = meta["fingerprint"], meta["labels"], meta.get("spec") or {}
+        else:
+            owner, labels, spec = fingerprint, task.label_names, {"kind": "imported", "from": file.name}
+        store.register_teacher(owner, labels, spec)
+        pairs = [_pair(row, labels, task, f"{file}: row {n}") for n, row in enumerate(rows, 1)]
+        n_added = store.add(owner, pairs)
+        added, had = added + n_added, had + len(pairs) - n_added
+        marked.add(owner)
+    for owner in marked:
+        store.mark_relevance(owner, task.relevance.threshold)
+    return added, had
 
 
 def _pair(row: dict[str, Any], labels: list[str], task: Task, where: str) -> Pair:

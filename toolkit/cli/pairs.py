@@ -15,23 +15,36 @@ def pairs(
     args: Annotated[list[str], typer.Argument(metavar="[show|export|import] TASK [FILE]", show_default=False)],
     workdir: Workdir = None,
     embeddings: Annotated[bool, typer.Option(help="export: include each pair's sentence embedding")] = False,
+    shard_size: Annotated[
+        int | None, typer.Option(help="export: write FILE as a folder of part-NNNNN.parquet shards of N rows")
+    ] = None,
     sample: Annotated[int, typer.Option(help="show: how many rejected answers to list")] = 5,
 ) -> None:
     """Show the pair store (counts by status, split, label, relevance; rejected answers), or move pairs
-    to and from a .parquet / .jsonl file: `pairs TASK`, `pairs export TASK FILE`, `pairs import TASK FILE`."""
+    to and from a .parquet / .jsonl file: `pairs TASK`, `pairs export TASK FILE`, `pairs import TASK FILE`.
+    At scale: `pairs export TASK DIR --shard-size N`; `pairs import TASK DIR` (or files, or a quoted glob)."""
 
     def body() -> None:
         from ..errors import InputError
 
         action, rest = (args[0], args[1:]) if args[0] in ("show", "export", "import") else ("show", args)
-        if len(rest) != (1 if action == "show" else 2):
+        if len(rest) != (1 if action == "show" else 2) and not (action == "import" and len(rest) > 2):
             raise InputError(f"usage: tsd-edge pairs {action} TASK{'' if action == 'show' else ' FILE'}")
-        _pairs(action, Path(rest[0]), Path(rest[1]) if len(rest) > 1 else None, workdir, embeddings, sample)
+        files = [Path(f) for f in rest[1:]]
+        _pairs(action, Path(rest[0]), files, workdir, embeddings, sample, shard_size)
 
     guard(body)
 
 
-def _pairs(action: str, task: Path, file: Path | None, workdir: Path | None, embeddings: bool, sample: int) -> None:
+def _pairs(
+    action: str,
+    task: Path,
+    files: list[Path],
+    workdir: Path | None,
+    embeddings: bool,
+    sample: int,
+    shard_size: int | None = None,
+) -> None:
     from rich.markup import escape
 
     from ..errors import InputError
@@ -46,14 +59,13 @@ def _pairs(action: str, task: Path, file: Path | None, workdir: Path | None, emb
     out = console()
     with PairStore(run.pairs) as store:
         if action == "export":
-            assert file is not None
-            n = export_pairs(store, fingerprint, file, embeddings=embeddings)
-            out.print(f"exported {n} pairs of teacher {fingerprint} to {file}")
+            n = export_pairs(store, fingerprint, files[0], embeddings=embeddings, shard_size=shard_size)
+            out.print(f"exported {n} pairs of teacher {fingerprint} to {files[0]}")
             return
         if action == "import":
-            assert file is not None
-            added, had = import_pairs(store, t, fingerprint, file)
-            out.print(f"imported {added} pairs from {file} ({had} were already stored)")
+            added, had = import_pairs(store, t, fingerprint, files)
+            named = str(files[0]) if len(files) == 1 else f"{len(files)} files"
+            out.print(f"imported {added} pairs from {named} ({had} were already stored)")
             return
         s = summarise(store, fingerprint, sample)
     if not s.total:
