@@ -8,10 +8,13 @@ Strategies (`auto.strategy` in the task file; docs/auto.md has the measurements 
 
 - `random`: a uniform sample of the candidates (the baseline);
 - `margin`: the candidates with the smallest gap between the student's two most likely labels;
-- `diverse`: greedy, each pick the candidate with the highest uncertainty × distance to the nearest
-  input already asked or picked, so one cluster of confusing inputs cannot eat the batch;
-- `mix` (default): `diverse`, with each candidate's uncertainty also weighted by how often the
-  student disagrees with the teacher, on the held-out inputs, about the label it predicts for it.
+- `diverse` (default): greedy, each pick the candidate with the highest uncertainty × distance to the
+  nearest input already asked or picked, so one cluster of confusing inputs cannot eat the batch;
+- `mix`: `diverse`, with each candidate's uncertainty also weighted by how often the student
+  disagrees with the teacher, on the held-out inputs, about the label it predicts for it. Measured on
+  Banking77 it chose fewer inputs the student gets wrong than `diverse` (0.31 vs 0.39 of a batch) and
+  covered fewer labels (59 vs 72 of 77): a label's held-out agreement is counted by the teacher's label,
+  and the student's mistakes on it sit among inputs it predicts as *other* labels.
 """
 
 from __future__ import annotations

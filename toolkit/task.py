@@ -250,7 +250,7 @@ class AutoSpec(_Strict):
     initial: int = Field(default=400, ge=20, description="random training inputs asked before the first round")
     batch: int = Field(default=400, ge=1, description="inputs asked per round")
     epochs: int = Field(default=1, ge=1, description="training epochs per round (warm-started)")
-    strategy: Literal["mix", "diverse", "margin", "random"] = "mix"
+    strategy: Literal["diverse", "mix", "margin", "random"] = "diverse"
     candidates: int = Field(default=2000, ge=0, description="pool inputs the student scores per round (0: all)")
     heldout: int | None = Field(default=None, ge=1, description="held-out inputs to ask [default: the whole split]")
     seed: int = 0
