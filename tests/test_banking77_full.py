@@ -18,8 +18,8 @@ def test_banking77_sample_meets_the_spine_targets(tmp_path: Path) -> None:
     reports = tmp_path / "run" / "reports"
     student = json.loads((reports / "student.json").read_text())
     int8 = json.loads((reports / "cpu-x86.json").read_text())
-    assert student["details"]["parameters"] <= 6_000_000
-    assert student["agreement"] >= 0.88
+    assert student["details"]["parameters"] <= 1_000_000
+    assert student["agreement"] >= 0.87  # measured 0.888 (1 layer, hidden 128); the task asks 0.85
     assert student["agreement"] - int8["agreement"] <= 0.01
     gate = tsd(
         "gate",

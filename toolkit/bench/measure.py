@@ -31,7 +31,7 @@ def bench(
     batch_size: int = 32,
     queries: int = 32,
     batches: int = 4,
-    bucket: int | None = None,
+    bucket: int = 8,
     price_kwh: float = 0.15,
     price_hour: float = 0.10,
     price_input_mtok: float = 0.15,
@@ -57,12 +57,12 @@ def bench(
         tokens = tokens_per_query(store.pairs(teacher.fingerprint, status=None))
     if not texts:
         raise InputError(f"no held-out inputs in {run.pairs}: run `tsd-edge collect` first")
-    if bucket is not None and bucket < 1:
-        raise InputError("--bucket must be at least 1")
+    if bucket < 0:
+        raise InputError("--bucket must be 0 (run each batch whole) or more")
     specs, skipped = _systems(task, run, targets, threads)
     for spec in specs:
         if spec["kind"] != "teacher":  # the teacher runs as its users run it
-            spec["bucket"] = bucket
+            spec["bucket"] = bucket or None
     per_repeat = queries + batches * batch_size
     slices = [[texts[(r * per_repeat + i) % len(texts)] for i in range(per_repeat)] for r in range(repeats)]
 

@@ -47,8 +47,12 @@ def bench(
     batches: Annotated[int, typer.Option(help="batches per system per repeat")] = 4,
     batch_size: Annotated[int, typer.Option(help="batch size for throughput")] = 32,
     bucket: Annotated[
-        int | None, typer.Option(help="student and artifacts: run each batch sorted by length in sub-batches of N")
-    ] = None,
+        int,
+        typer.Option(
+            help="student and artifacts answer a batch sorted by length, in sub-batches of N (length bucketing; "
+            "0: the batch whole, padded to its longest)"
+        ),
+    ] = 8,
     price_kwh: Annotated[float, typer.Option(help="electricity, USD per kWh")] = 0.15,
     price_hour: Annotated[float, typer.Option(help="the whole machine, USD per hour")] = 0.10,
     price_input_mtok: Annotated[float, typer.Option(help="HTTP teacher: USD per 1M prompt tokens")] = 0.15,
