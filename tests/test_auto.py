@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from conftest import tsd
 from slices import LABELS, write_slice
-from tsd_edge.auto import split_inputs
+from tsd_edge.agreement import compare
+from tsd_edge.auto import per_label_agreement, split_inputs
 from tsd_edge.selection import Pool, label_weights, margin, select
 from tsd_edge.task import load_task
 
@@ -80,6 +81,12 @@ def test_label_weights_follow_held_out_disagreement() -> None:
     # the mix sends the batch towards inputs predicted as the weak label
     pool = Pool(["p", "q"], np.log([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]]), _unit(np.eye(2, 3)), np.zeros((0, 3)))
     assert select(pool, 1, "mix", labels=["x", "y", "z"], per_label={"x": 1.0, "y": 1.0, "z": 0.3}) == ["q"]
+
+
+def test_selection_sees_the_per_label_agreement_of_a_failing_round() -> None:
+    report = compare("student", ["x", "x", "y", "y"], ["x", "y", "y", "y"], threshold=0.99)
+    assert not report  # it does not hold, and its per-label agreement must still reach selection
+    assert per_label_agreement(report) == {"x": 0.5, "y": 1.0}
 
 
 def test_random_is_seeded() -> None:

@@ -349,8 +349,14 @@ def _choose(
         embeddings=np.stack([vectors[i.key] for i in candidates]),
         asked=np.stack([known[i.key] for i in asked if i.key in known]) if known else np.zeros((0, 1), np.float32),
     )
-    per_label = {name: v["agreement"] for name, v in (report.per_label if report else {}).items()}
+    per_label = per_label_agreement(report)
     return select(pool, n, strategy, labels=task.label_names, per_label=per_label, seed=spec.seed + k)
+
+
+def per_label_agreement(report: AgreementReport | None) -> dict[str, float]:
+    """Held-out agreement by teacher label (`report is None`, not `not report`: a report that does not
+    hold is falsy, and that is exactly when selection needs it)."""
+    return {name: v["agreement"] for name, v in report.per_label.items()} if report is not None else {}
 
 
 def encoder_vectors(task: Task, store: PairStore, teacher: Any, items: list[TaskInput]) -> dict[str, np.ndarray]:

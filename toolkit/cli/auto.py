@@ -120,7 +120,5 @@ def _not_reached(result: Any, task: Any) -> None:
                 escape(name), f"{agreement:.3f}", str(n), escape(f"{c['predicted']} ({c['count']})") if c else ""
             )
         console().print(table)
-    console().print(
-        f"[dim]rounds: {result.rounds[-1].round + 1} ({len(result.rounds)} recorded in auto.jsonl); "
-        "raise --budget and run again to go on from here[/]"
-    )
+    hint = {"budget": "; raise --budget and run again to go on from here", "rounds": "", "pool": ""}[result.stopped]
+    console().print(f"[dim]{len(result.rounds)} round(s) recorded in auto.jsonl{hint}[/]")
