@@ -37,11 +37,13 @@ def bench(
     price_input_mtok: float = 0.15,
     price_output_mtok: float = 0.60,
     progress: Callable[[str], None] | None = None,
+    device: Any = None,
 ) -> BenchResult:
     """Measure every system; write runs/<task>/bench.json and bench.svg. `queries` batch-1 calls and
     `batches` batches of `batch_size` per system per repeat, on held-out inputs (different ones each repeat).
     A teacher whose answers carry token counts (an HTTP endpoint) is also charged per token: USD per million
-    prompt / completion tokens."""
+    prompt / completion tokens. `device` (an SshDevice): compiled artifacts are also, or only, measured there
+    (bench/remote.py), as `<target>@<host>` rows; teacher and student run here."""
     from ..agreement import AgreementReport
     from ..store import PairStore
     from ..teachers import load_teacher
@@ -60,11 +62,22 @@ def bench(
     if bucket < 0:
         raise InputError("--bucket must be 0 (run each batch whole) or more")
     specs, skipped = _systems(task, run, targets, threads)
-    for spec in specs:
+    on_device: list[dict] = []
+    if device is not None:
+        from . import remote
+
+        specs, on_device, refused = remote.plan(specs, device)
+        skipped += refused
+    for spec in [*specs, *on_device]:
         if spec["kind"] != "teacher":  # the teacher runs as its users run it
             spec["bucket"] = bucket or None
     per_repeat = queries + batches * batch_size
     slices = [[texts[(r * per_repeat + i) % len(texts)] for i in range(per_repeat)] for r in range(repeats)]
+    if on_device:  # first: a device that cannot be reached fails before the local runs
+        got, device_groups = remote.measure(
+            device, on_device, task, run, slices, queries=queries, batch_size=batch_size, bucket=bucket,
+            threads=threads, progress=say,
+        )  # fmt: skip
 
     workers = {s["name"]: Worker(s, texts[:batch_size]) for s in specs}
     results: dict[str, list[dict]] = {name: [] for name in workers}
@@ -137,6 +150,16 @@ def bench(
         "watts_per_core_estimate": WATTS_PER_CORE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if on_device:
+        flops_on_device = {s["name"]: flops_fn(s, task, run) for s in on_device}
+        params = ready.get("student", {}).get("parameters")
+        more, missed = remote.rows(
+            got, on_device, device_groups, flops_on_device, params, threads=threads, price_kwh=price_kwh,
+            price_hour=price_hour,
+        )  # fmt: skip
+        systems += more
+        skipped += missed
+        settings["device"] = remote.settings(got)
     result = BenchResult(task.name, systems, settings, machine(), skipped)
     result.save(run.root / "bench.json")
     (run.root / "bench.svg").write_text(chart(result, task.agreement.threshold), encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -57,6 +58,21 @@ def bench(
     price_hour: Annotated[float, typer.Option(help="the whole machine, USD per hour")] = 0.10,
     price_input_mtok: Annotated[float, typer.Option(help="HTTP teacher: USD per 1M prompt tokens")] = 0.15,
     price_output_mtok: Annotated[float, typer.Option(help="HTTP teacher: USD per 1M completion tokens")] = 0.60,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="also measure the compiled artifacts on ssh://user@host[:port] (those built there: only there); "
+            "teacher and student stay here; the device needs python3, numpy and the runtime",
+        ),
+    ] = None,
+    identity: Annotated[
+        Path | None, typer.Option(help="--device: the SSH private key (default: ssh-agent and ~/.ssh keys)")
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(help="--device: known_hosts file with the device's host key (default: ~/.ssh/known_hosts)"),
+    ] = None,
 ) -> None:
     """Teacher vs student vs each compiled artifact: latency, throughput, memory, size, energy, cost."""
 
@@ -64,13 +80,18 @@ def bench(
         from ..bench import bench as measure
         from ..bench import table
 
+        remote = None
+        if device is not None:
+            from ..device import SshDevice
+
+            remote = SshDevice.parse(device, identity, known_hosts)
         t, run_dir = load(task, workdir)
         err = console(stderr=True)
         sizes = {"repeats": repeats, "queries": queries, "batches": batches, "batch_size": batch_size, "bucket": bucket}
         prices = {"price_kwh": price_kwh, "price_hour": price_hour}
         prices |= {"price_input_mtok": price_input_mtok, "price_output_mtok": price_output_mtok}
         say = lambda msg: err.print(f"[dim]{msg}[/]")  # noqa: E731
-        result = measure(t, run_dir, targets=target, threads=threads, progress=say, **sizes, **prices)
+        result = measure(t, run_dir, targets=target, threads=threads, progress=say, device=remote, **sizes, **prices)
         console().print(table(result))
         for name, r in result.ratios.items():
             console().print(f"{name}: " + ", ".join(f"{k} {v:.1f}×" for k, v in r.items()), soft_wrap=True)

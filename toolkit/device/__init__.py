@@ -3,7 +3,7 @@
     ssh.py           the transport (asyncssh, imported only when used): SshDevice, Connection
     probe.py         the device's facts against the profile: every mismatch, each with its fix
     protocol.py      the host's half of the protocol: request.json, inputs.npz, response.json
-    remote.py        the session: probe, check, host part, upload, build and run there, fetch
+    remote.py        the sessions: build (probe, check, host part, upload, build and run, fetch) and bench
     remote_build.py  the device's half: one file run with python3 (stdlib + numpy + the runtime)
 
 The compile stage moves what `build_on_device` fetched into `compiled/<target>/`; the check stage then

@@ -1,4 +1,5 @@
-"""The host's half of the device protocol (version 1): request.json and inputs.npz out, response.json back.
+"""The host's half of the device protocol (version 1): request.json and inputs.npz out, response.json back;
+for `bench --device`, a bench request and bench.npz (the pre-tokenized inputs of every repeat).
 
 The device's half is `remote_build.py` in this package, a single file that needs only python3,
 numpy and the target runtime; its docstring is the protocol's reference. This module writes what
@@ -24,6 +25,11 @@ PROTOCOL = 1
 SCRIPT = "remote_build.py"
 REQUEST, RESPONSE, INPUTS, LOGITS = "request.json", "response.json", "inputs.npz", "logits.npy"
 ENGINE, TIMING_CACHE = "model.engine", "timing.cache"
+BENCH_INPUTS = "bench.npz"
+BUILD_FIELDS = ("artifact", "files", "logits", "build", "run")
+BENCH_FIELDS = ("runs", "runtime", "load_s", "machine")
+
+Encoded = dict[str, np.ndarray]
 
 
 def script_text() -> str:
@@ -79,7 +85,46 @@ def write_inputs(path: Path, batches: Sequence[tuple[Sequence[int], dict[str, np
         np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
-def read_response(path: Path, where: str) -> dict[str, Any]:
+def bench_request(
+    backend: str, model: str, threads: int, providers: Sequence[str] | None, plan: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What `remote_build.py bench` loads and measures: the artifact, how to load it, and the repeats' plan."""
+    if backend not in ("onnxruntime", "tensorrt"):
+        raise InputError(f"the device side measures onnxruntime and tensorrt artifacts, not {backend}")
+    return {
+        "protocol": PROTOCOL,
+        "backend": backend,
+        "model": model,
+        "inputs": f"../{BENCH_INPUTS}",  # one copy for every target, in the session's folder
+        "threads": threads,
+        "providers": list(providers) if providers else None,
+        "plan": plan,
+        "power_root": None,
+    }
+
+
+def write_bench_inputs(path: Path, repeats: Sequence[tuple[Sequence[Encoded], Sequence[Sequence[Encoded]]]]) -> list:
+    """Every repeat's batch-1 queries and batches (each batch already cut into its length-sorted parts),
+    encoded; returns the plan that names them: [{"single": n, "batches": [parts, ...]}, ...]."""
+    arrays: dict[str, np.ndarray] = {}
+    plan: list[dict[str, Any]] = []
+    for r, (single, batches) in enumerate(repeats):
+        for i, one in enumerate(single):
+            for key in ("input_ids", "attention_mask"):
+                arrays[f"s{r}_{i}_{key}"] = np.ascontiguousarray(one[key], dtype=np.int64)
+        for g, parts in enumerate(batches):
+            for k, part in enumerate(parts):
+                for key in ("input_ids", "attention_mask"):
+                    arrays[f"b{r}_{g}_{k}_{key}"] = np.ascontiguousarray(part[key], dtype=np.int64)
+        plan.append({"single": len(single), "batches": [len(parts) for parts in batches]})
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    return plan
+
+
+def read_response(
+    path: Path, where: str, fields: Sequence[str] = BUILD_FIELDS, what: str = "the build"
+) -> dict[str, Any]:
     """response.json, checked: a failure on the device becomes one InputError line."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -88,8 +133,8 @@ def read_response(path: Path, where: str) -> dict[str, Any]:
     if data.get("protocol") != PROTOCOL:
         raise InputError(f"{where}: the device answered protocol {data.get('protocol')}, expected {PROTOCOL}")
     if not data.get("ok"):
-        raise InputError(f"{where}: the build on the device failed: {data.get('error', 'no reason given')}")
-    for field in ("artifact", "files", "logits", "build", "run"):
+        raise InputError(f"{where}: {what} on the device failed: {data.get('error', 'no reason given')}")
+    for field in fields:
         if field not in data:
             raise InputError(f"{where}: the device's {RESPONSE} lacks '{field}'")
     return data

@@ -173,3 +173,104 @@ async def _session(
         host_build=host_build,
         seconds=seconds,
     )
+
+
+# -- bench: measure built artifacts on the device -------------------------------------------------
+
+
+@dataclass
+class BenchJob:
+    """One artifact to measure on the device: its files (the artifact first) and how to load it."""
+
+    name: str
+    backend: str
+    files: list[Path]
+    threads: int
+    providers: list[str] | None = None
+
+
+@dataclass
+class DeviceBench:
+    """What came back: the device's probe facts, each job's response.json (its figures per repeat), and each
+    job that could not be measured there with the reason."""
+
+    device: SshDevice
+    facts: dict[str, Any]
+    responses: dict[str, dict[str, Any]]
+    errors: dict[str, str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"{self.device.url} ({describe(self.facts)})"
+
+
+def bench_on_device(
+    device: SshDevice, jobs: Sequence[BenchJob], inputs: Path, plan: list, staging: Path
+) -> DeviceBench:
+    """Probe, upload the script and `inputs` (bench.npz, written with protocol.write_bench_inputs, whose plan
+    is `plan`) once, then per job upload its files and run `python3 remote_build.py bench` there, one job at a
+    time; fetch each response.json. The device's folder is removed at the end."""
+    return asyncio.run(_bench_session(device, jobs, inputs, plan, staging))
+
+
+def _runtime_missing(backend: str, facts: dict[str, Any]) -> str | None:
+    if backend == "onnxruntime" and not (facts.get("onnxruntime") or {}).get("version"):
+        return "onnxruntime is not installed on the device: pip install onnxruntime there"
+    if backend == "tensorrt" and not (facts.get("tensorrt") or {}).get("version"):
+        return "TensorRT's Python bindings are missing on the device: on JetPack, `sudo apt install python3-libnvinfer`"
+    return None
+
+
+async def _bench_session(
+    device: SshDevice, jobs: Sequence[BenchJob], inputs: Path, plan: list, staging: Path
+) -> DeviceBench:
+    seconds: dict[str, float] = {}
+    responses: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / protocol.SCRIPT).write_text(protocol.script_text(), encoding="utf-8")
+    async with Connection(device) as ssh:
+        start = time.perf_counter()
+        facts = await probe(ssh)
+        if not facts.get("numpy"):
+            raise InputError(f"{device.url}: numpy is not installed on the device: pip install numpy there")
+        seconds["probe"] = round(time.perf_counter() - start, 3)
+        remote = f"{REMOTE_ROOT}/bench-{secrets.token_hex(4)}"
+        try:
+            await ssh.makedirs(remote)
+            await ssh.put(staging / protocol.SCRIPT, f"{remote}/{protocol.SCRIPT}")
+            await ssh.put(inputs, f"{remote}/{protocol.BENCH_INPUTS}")
+            for job in jobs:
+                missing = _runtime_missing(job.backend, facts)
+                if missing:
+                    errors[job.name] = missing
+                    continue
+                start = time.perf_counter()
+                here, folder = staging / job.name, f"{remote}/{job.name}"
+                here.mkdir(parents=True, exist_ok=True)
+                body = protocol.bench_request(job.backend, job.files[0].name, job.threads, job.providers, plan)
+                (here / protocol.REQUEST).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+                await ssh.makedirs(folder)
+                for local in [*job.files, here / protocol.REQUEST]:
+                    await ssh.put(local, f"{folder}/{local.name}")
+                threads = f"OMP_NUM_THREADS={job.threads} OPENBLAS_NUM_THREADS={job.threads}"
+                command = f"cd {shlex.quote(folder)} && {threads} python3 ../{protocol.SCRIPT} bench {protocol.REQUEST}"
+                ran = await ssh.run(command)
+                try:
+                    await ssh.get(f"{folder}/{protocol.RESPONSE}", here / protocol.RESPONSE)
+                except (ssh.asyncssh.SFTPError, OSError):
+                    last = (ran.err.strip().splitlines() or ["no output"])[-1]
+                    errors[job.name] = f"the device script stopped without an answer (exit {ran.code}: {last})"
+                    continue
+                try:
+                    responses[job.name] = protocol.read_response(
+                        here / protocol.RESPONSE, device.url, protocol.BENCH_FIELDS, "the bench"
+                    )
+                except InputError as exc:
+                    errors[job.name] = str(exc)
+                await ssh.rmtree(folder)  # the next job starts with only its own artifact there
+                seconds[job.name] = round(time.perf_counter() - start, 3)
+        finally:
+            await ssh.rmtree(remote)
+    return DeviceBench(device, facts, responses, errors, seconds)

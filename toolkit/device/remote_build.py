@@ -7,6 +7,7 @@ it never imports tsd_edge, which a device does not have.
 
     python3 - probe < remote_build.py           one JSON object of facts on stdout (nothing is written)
     python3 remote_build.py build request.json   builds, runs, writes response.json beside request.json
+    python3 remote_build.py bench request.json   loads a built artifact, measures it, writes response.json
 
 Protocol 1, all files in the folder of request.json:
 
@@ -21,6 +22,18 @@ Protocol 1, all files in the folder of request.json:
                     "build": {...}, "run": {"runtime", "providers", "inputs", "batches", "seconds"}}
                    or {"protocol": 1, "ok": false, "error": "<one line>"}
 
+bench (same protocol, `tsd-edge bench --device`): request.json is {"protocol": 1, "backend", "model": the
+artifact (model.onnx or model.engine), "threads", "providers", "inputs": "<npz>", "plan": [{"single": n,
+"batches": [parts, ...]}, ...] (one entry per repeat), "power_root": str | null}; the npz holds, already
+tokenized on the host, s<r>_<i>_input_ids / _attention_mask (batch-1 query i of repeat r) and
+b<r>_<g>_<p>_input_ids / _attention_mask (part p of batch g: the batch sorted by length and cut into
+sub-batches, as toolkit/infer.predict_logits runs it). response.json: {"protocol": 1, "ok": true, "load_s",
+"rss_mib", "runtime", "providers", "machine": {...}, "power": {"source", "rail", "rails"} | null,
+"runs": [{"single_ms", "batch_s", "batch_queries", "model_s", "cpu_single", "cpu_batch", "joules_single",
+"joules_batch", "hwm_mib"}, ...]}: the figures of tsd_edge.bench.worker, per repeat. Energy comes from the
+board's INA3221 power monitors where the kernel exposes them (`power_rails`), sampled through each phase and
+integrated; null otherwise (the host then estimates it from the CPU time).
+
 onnxruntime: the uploaded ONNX is the artifact (the host built it: portable, byte for byte what the
 host would ship); this side loads it with the requested execution providers that are installed, in
 the requested order, and records the ones the session registered. tensorrt: the engine is built
@@ -31,6 +44,7 @@ with execute_async_v3 (TensorRT >= 8.5) or execute_async_v2 (8.2), buffers from 
 
 import ctypes
 import ctypes.util
+import glob
 import hashlib
 import json
 import os
@@ -40,6 +54,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any  # noqa: F401 (in type comments: this file runs on Python 3.6)
 
@@ -425,21 +440,14 @@ def build_tensorrt(np, request, here):
     return settings["engine"], [settings["timing_cache"]], build, run, TensorRTRun(np, engine)
 
 
-# -- main -----------------------------------------------------------------------------------------
+# -- build ----------------------------------------------------------------------------------------
 
 
 def build(request_path):
     import numpy as np
 
     here = os.path.dirname(os.path.abspath(request_path))
-    with open(request_path, encoding="utf-8") as fh:
-        request = json.load(fh)
-    if request.get("protocol") != PROTOCOL:
-        raise DeviceError(
-            "request protocol {} but this script speaks {}: use the same tsd-edge version".format(
-                request.get("protocol"), PROTOCOL
-            )
-        )
+    request = _read_request(request_path)
     builders = {"onnxruntime": build_onnxruntime, "tensorrt": build_tensorrt}
     if request["backend"] not in builders:
         raise DeviceError("no device build for backend {}".format(request["backend"]))
@@ -452,17 +460,256 @@ def build(request_path):
     return {"artifact": artifact, "files": files, "logits": "logits.npy", "build": build_meta, "run": run}
 
 
+# -- bench ----------------------------------------------------------------------------------------
+
+POWER_ROOT = "/sys/bus/i2c/drivers"
+# the module's (or board's) input rail, by the names the device trees give it; without one, every rail is summed
+TOTAL_RAILS = ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0", "VIN")
+
+
+def _read_number(path):
+    with open(path, encoding="ascii", errors="replace") as fh:
+        return float(fh.read().strip())
+
+
+def _read_label(path):
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return fh.read().strip()
+
+
+def power_rails(root=POWER_ROOT):
+    """The INA3221 power monitors' rails under `root`: [(label, [power_mW_file] or [voltage_mV_file, current_mA_file])].
+
+    JetPack 5 and 6 (L4T 34+, the kernel's hwmon driver `ina3221`): <root>/ina3221/<bus>-<addr>/hwmon/hwmon*/
+    in<N>_label, in<N>_input (bus voltage, mV) and curr<N>_input (current, mA), N = 1..3; power = V x I.
+    JetPack 4 (L4T 32, NVIDIA's IIO driver `ina3221x`): <root>/ina3221x/<bus>-<addr>/iio:device*/rail_name_<N>
+    and in_power<N>_input (mW), or in_voltage<N>_input x in_current<N>_input. Unconnected channels
+    ('NC') and files that cannot be read are left out."""
+    rails = []
+    for folder in sorted(glob.glob(os.path.join(root, "ina3221*", "*", "hwmon", "hwmon*"))):
+        for label_file in sorted(glob.glob(os.path.join(folder, "in*_label"))):
+            n = re.match(r"in(\d+)_label$", os.path.basename(label_file))
+            volt = os.path.join(folder, f"in{n.group(1)}_input") if n else ""
+            curr = os.path.join(folder, f"curr{n.group(1)}_input") if n else ""
+            if n and os.path.isfile(volt) and os.path.isfile(curr):
+                rails.append((_read_label(label_file), [volt, curr]))
+    for folder in sorted(glob.glob(os.path.join(root, "ina3221*", "*", "iio:device*"))):
+        for name_file in sorted(glob.glob(os.path.join(folder, "rail_name_*"))):
+            n = name_file.rsplit("_", 1)[1]
+            power = os.path.join(folder, f"in_power{n}_input")
+            volt = os.path.join(folder, f"in_voltage{n}_input")
+            curr = os.path.join(folder, f"in_current{n}_input")
+            if os.path.isfile(power):
+                rails.append((_read_label(name_file), [power]))
+            elif os.path.isfile(volt) and os.path.isfile(curr):
+                rails.append((_read_label(name_file), [volt, curr]))
+    readable = []
+    for label, files in rails:
+        try:
+            for f in files:
+                _read_number(f)
+        except (OSError, ValueError):
+            continue
+        if label and label.upper() != "NC":
+            readable.append((label, files))
+    return readable
+
+
+def rail_watts(files):
+    """One rail's power now, in watts: mW, or mV x mA."""
+    if len(files) == 1:
+        return _read_number(files[0]) / 1e3
+    return _read_number(files[0]) * _read_number(files[1]) / 1e6
+
+
+class PowerMeter:
+    """Energy over a phase from the INA3221 rails: the power sampled every `interval` seconds by a thread
+    (and at the phase's start and end), integrated over time (trapezoids). The input rail when the board has
+    one (TOTAL_RAILS), else the sum of every rail."""
+
+    def __init__(self, rails, interval=0.01):
+        total = [r for r in rails if r[0].upper() in TOTAL_RAILS]
+        self.rails = total[:1] or rails
+        self.rail = self.rails[0][0] if total else "+".join(r[0] for r in rails)
+        self.interval = interval
+        self.samples = []  # type: list
+        self.stop_event = threading.Event()
+        self.thread = None  # type: Any
+
+    def watts(self):
+        return sum(rail_watts(files) for _, files in self.rails)
+
+    def _sample(self):
+        self.samples.append((time.perf_counter(), self.watts()))
+
+    def _loop(self):
+        while not self.stop_event.wait(self.interval):
+            self._sample()
+
+    def start(self):
+        self.samples, self.stop_event = [], threading.Event()
+        self._sample()
+        self.thread = threading.Thread(target=self._loop)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def stop(self):
+        """Joules since start()."""
+        self.stop_event.set()
+        self.thread.join()
+        self._sample()
+        points = sorted(self.samples)
+        return sum(
+            (points[i][0] - points[i - 1][0]) * (points[i][1] + points[i - 1][1]) / 2 for i in range(1, len(points))
+        )
+
+
+def _status_mib(field):
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _bench_inputs(np, path, plan):
+    """The plan's pre-tokenized inputs, all read into memory before anything is measured."""
+    data = np.load(path)
+
+    def pair(key):
+        return {"input_ids": data[key + "_input_ids"], "attention_mask": data[key + "_attention_mask"]}
+
+    repeats = []
+    for r, step in enumerate(plan):
+        single = [pair(f"s{r}_{i}") for i in range(step["single"])]
+        batches = [[pair(f"b{r}_{g}_{p}") for p in range(parts)] for g, parts in enumerate(step["batches"])]
+        repeats.append((single, batches))
+    return repeats
+
+
+def _measure(infer, meter, single, batches):
+    """One repeat, as tsd_edge.bench.worker measures it: batch-1 queries one at a time, then the batches
+    (each run part by part, its sub-batches in length order); CPU time and energy per phase."""
+    single_ms = []
+    cpu0 = time.process_time()
+    if meter:
+        meter.start()
+    for batch in single:
+        t0 = time.perf_counter()
+        infer(batch)
+        single_ms.append(1e3 * (time.perf_counter() - t0))
+    joules_single = meter.stop() if meter else None
+    cpu1 = time.process_time()
+    if meter:
+        meter.start()
+    queries, start = 0, time.perf_counter()
+    for parts in batches:
+        for part in parts:
+            infer(part)
+            queries += int(part["input_ids"].shape[0])
+    batch_s = time.perf_counter() - start
+    joules_batch = meter.stop() if meter else None
+    cpu2 = time.process_time()
+    return {
+        "single_ms": single_ms,
+        "batch_s": batch_s,
+        "batch_queries": queries,
+        "model_s": batch_s,  # no tokenization here: the batches' time is the model's
+        "cpu_single": cpu1 - cpu0,
+        "cpu_batch": cpu2 - cpu1,
+        "joules_single": joules_single,
+        "joules_batch": joules_batch,
+        "hwm_mib": _status_mib("VmHWM"),
+    }
+
+
+def bench(request_path):
+    """Load the artifact with the runtime code the build uses, warm it up, and measure every repeat of the plan."""
+    import numpy as np
+
+    here = os.path.dirname(os.path.abspath(request_path))
+    request = _read_request(request_path)
+    repeats = _bench_inputs(np, os.path.join(here, request["inputs"]), request["plan"])
+    start = time.perf_counter()
+    if request["backend"] == "onnxruntime":
+        _, _, _, run, infer = build_onnxruntime(np, request, here)
+    elif request["backend"] == "tensorrt":
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise DeviceError(
+                "TensorRT's Python bindings are not installed: on JetPack, apt install python3-libnvinfer"
+            ) from None
+        infer = TensorRTRun(np, os.path.join(here, request["model"]))
+        run = {"runtime": f"tensorrt {trt.__version__}", "providers": None}
+    else:
+        raise DeviceError("no device bench for backend {}".format(request["backend"]))
+    single, batches = repeats[0]
+    for batch in single[:4]:
+        infer(batch)
+    for part in batches[0] if batches else []:
+        infer(part)
+    load_s = time.perf_counter() - start
+    rss = _status_mib("VmRSS")
+    rails = power_rails(request.get("power_root") or POWER_ROOT)
+    meter = PowerMeter(rails) if rails else None
+    runs = [_measure(infer, meter, single, batches) for single, batches in repeats]
+    power = None
+    if meter:
+        power = {"source": "ina3221", "rail": meter.rail, "rails": [label for label, _ in rails]}
+    machine = {
+        "hostname": socket.gethostname(),
+        "machine": platform.machine(),
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "l4t": _l4t(),
+    }
+    return {"load_s": load_s, "rss_mib": rss, "machine": machine, "power": power, "runs": runs, **run}
+
+
+def _read_request(request_path):
+    with open(request_path, encoding="utf-8") as fh:
+        request = json.load(fh)
+    if request.get("protocol") != PROTOCOL:
+        raise DeviceError(
+            "request protocol {} but this script speaks {}: use the same tsd-edge version".format(
+                request.get("protocol"), PROTOCOL
+            )
+        )
+    return request
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
 def main(argv):
     if argv[:1] == ["probe"]:
         sys.stdout.write(json.dumps(probe()) + "\n")
         return 0
-    if len(argv) != 2 or argv[0] != "build":
-        sys.stderr.write("usage: remote_build.py probe | build request.json\n")
+    actions = {"build": build, "bench": bench}
+    if len(argv) != 2 or argv[0] not in actions:
+        sys.stderr.write("usage: remote_build.py probe | build request.json | bench request.json\n")
         return 2
     response_path = os.path.join(os.path.dirname(os.path.abspath(argv[1])), "response.json")
     try:
         response = {"protocol": PROTOCOL, "ok": True}  # type: dict
-        response.update(build(argv[1]))
+        response.update(actions[argv[0]](argv[1]))
         code = 0
     except Exception as exc:
         message = str(exc) if isinstance(exc, DeviceError) else f"{type(exc).__name__}: {exc}"
