@@ -240,10 +240,13 @@ def distill(
                 optimizer.zero_grad(set_to_none=True)
                 bar.advance(0, 1)
             total = dist.all_sum(total)
-            train_seconds += time.perf_counter() - t0
+            epoch_seconds = time.perf_counter() - t0
+            train_seconds += epoch_seconds
             epochs_run = epoch
             agreement = heldout_agreement()
-            history.append({"epoch": epoch, "agreement": agreement, "loss": total / len(train)})
+            history.append(
+                {"epoch": epoch, "agreement": agreement, "loss": total / len(train), "seconds": round(epoch_seconds, 2)}
+            )
             bar.update(0, description=f"distill (epoch {epoch}: held-out agreement {agreement:.4f})")
             if agreement > best[0]:
                 best = (agreement, epoch, copy.deepcopy(model.state_dict()) if main else None)
