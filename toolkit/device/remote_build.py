@@ -495,10 +495,10 @@ def power_rails(root=POWER_ROOT):
                 rails.append((_read_label(label_file), [volt, curr]))
     for folder in sorted(glob.glob(os.path.join(root, "ina3221*", "*", "iio:device*"))):
         for name_file in sorted(glob.glob(os.path.join(folder, "rail_name_*"))):
-            n = name_file.rsplit("_", 1)[1]
-            power = os.path.join(folder, f"in_power{n}_input")
-            volt = os.path.join(folder, f"in_voltage{n}_input")
-            curr = os.path.join(folder, f"in_current{n}_input")
+            k = name_file.rsplit("_", 1)[1]
+            power = os.path.join(folder, f"in_power{k}_input")
+            volt = os.path.join(folder, f"in_voltage{k}_input")
+            curr = os.path.join(folder, f"in_current{k}_input")
             if os.path.isfile(power):
                 rails.append((_read_label(name_file), [power]))
             elif os.path.isfile(volt) and os.path.isfile(curr):
@@ -535,6 +535,7 @@ class PowerMeter:
         self.samples = []  # type: list
         self.stop_event = threading.Event()
         self.thread = None  # type: Any
+        self.begin = self.seconds = 0.0
 
     def watts(self):
         return sum(rail_watts(files) for _, files in self.rails)
@@ -548,17 +549,20 @@ class PowerMeter:
 
     def start(self):
         self.samples, self.stop_event = [], threading.Event()
-        self._sample()
         self.thread = threading.Thread(target=self._loop)
         self.thread.daemon = True
         self.thread.start()
+        self.begin = time.perf_counter()  # last: the phase starts now
+        self.samples.append((self.begin, self.watts()))
 
     def stop(self):
-        """Joules since start()."""
+        """Joules from start() to now (samples outside that window, taken while the thread started or
+        stopped, are left out)."""
+        end = (time.perf_counter(), self.watts())  # first: the phase ended now
         self.stop_event.set()
         self.thread.join()
-        self._sample()
-        points = sorted(self.samples)
+        self.seconds = end[0] - self.begin
+        points = [*sorted(p for p in self.samples if self.begin <= p[0] <= end[0]), end]
         return sum(
             (points[i][0] - points[i - 1][0]) * (points[i][1] + points[i - 1][1]) / 2 for i in range(1, len(points))
         )
