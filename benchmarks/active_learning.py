@@ -123,7 +123,14 @@ def summarise(runs: dict[str, dict[str, list[dict[str, Any]]]], max_calls: int) 
                 "per_seed": each,
                 "mean": float(np.mean(reached)) if len(reached) == len(each) else None,
                 "reached": f"{len(reached)}/{len(each)}",
-                "not_by": None if len(reached) == len(each) else max_calls,
+                # where the runs that never reached it stopped (max_calls, or earlier if cut short)
+                "not_by": None
+                if len(reached) == len(each)
+                else min(
+                    max((r["train_calls"] for r in rounds), default=0)
+                    for rounds, c in zip(by_seed.values(), each, strict=True)
+                    if c is None
+                ),
             }
         table[strategy] = row
     if "random" in table:
@@ -214,7 +221,7 @@ def png(result: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     for strategy, by_seed in result["runs"].items():
         pts = mean_curve(by_seed)
-        label = f"{strategy} ({len(by_seed)} seeds)" + (" — auto's default" if strategy == "mix" else "")
+        label = f"{strategy} ({len(by_seed)} seeds)" + (" — auto's default" if strategy == "diverse" else "")
         ax.plot(
             [c for c, _, _ in pts], [a for _, a, _ in pts], marker="o", ms=3, color=COLOURS.get(strategy), label=label
         )
@@ -345,6 +352,7 @@ def readme_table(result: dict[str, Any], path: Path) -> str:
         f"{s['candidates']} candidates scored per round; a run stops at {s['stop_at']} or {s['max_calls']:,} "
         "training calls. Calls to a level are interpolated between rounds, then averaged over seeds.",
         "",
+        *([f"**{result['note']}**", ""] if result.get("note") else []),
         "| strategy | seeds | calls to 0.85 | vs random | calls to 0.90 | vs random |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
