@@ -24,6 +24,13 @@ TaskArg = Annotated[Path, typer.Argument(help="the task file (task.yaml)")]
 Workdir = Annotated[Path | None, typer.Option("--workdir", "-w", help="run directory [default: runs/<task>]")]
 Target = Annotated[str, typer.Option("--target", "-t", help="target profile name or YAML file (see `profiles`)")]
 Force = Annotated[bool, typer.Option("--force", help="redo the stage even if its inputs did not change")]
+Identity = Annotated[
+    Path | None, typer.Option(help="--device: the SSH private key (default: ssh-agent and ~/.ssh keys)")
+]
+KnownHosts = Annotated[
+    Path | None,
+    typer.Option(help="--device: known_hosts file with the device's host key (default: ~/.ssh/known_hosts)"),
+]
 
 # help panels, so `tsd-edge --help` groups commands by what a user is doing
 PIPELINE, DATA, SHIP, MEASURE = "Pipeline", "Pairs", "Package and gate", "Measure and inspect"

@@ -47,31 +47,9 @@ def auto(
             soft_wrap=True,
         )
         show(stages.export(t, run_dir))
-        code, packages = 0, []
-        for name in target or t.targets:
-            for step in (stages.compile, stages.check):
-                show(step(t, run_dir, name))
-            try:
-                packaged = stages.package(t, run_dir, name)
-            except Exception as exc:
-                from ..errors import RefusedError
+        from .pipeline import ship
 
-                if not isinstance(exc, RefusedError):
-                    raise
-                console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
-                code = exc.exit_code
-                continue
-            show(packaged)
-            packages.append(packaged.data["path"])
-        from ..report import write_report
-        from .pipeline import stage_table
-
-        stage_table(run_dir)
-        console().print(f"report: {write_report(t.name, run_dir.reports, run_dir.root / 'report.html')}")
-        for p in packages:
-            console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
-        console().print(f"[dim]{time.perf_counter() - start:.0f} s in all[/]")
-        return code
+        return ship(t, run_dir, target or t.targets, start)
 
     guard(body)
 

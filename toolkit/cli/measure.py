@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .app import MEASURE, TaskArg, Workdir, app, console, guard, load
+from .app import MEASURE, Identity, KnownHosts, TaskArg, Workdir, app, console, guard, load
 from .pipeline import stage_table
 
 
@@ -66,13 +65,8 @@ def bench(
             "teacher and student stay here; the device needs python3, numpy and the runtime",
         ),
     ] = None,
-    identity: Annotated[
-        Path | None, typer.Option(help="--device: the SSH private key (default: ssh-agent and ~/.ssh keys)")
-    ] = None,
-    known_hosts: Annotated[
-        Path | None,
-        typer.Option(help="--device: known_hosts file with the device's host key (default: ~/.ssh/known_hosts)"),
-    ] = None,
+    identity: Identity = None,
+    known_hosts: KnownHosts = None,
 ) -> None:
     """Teacher vs student vs each compiled artifact: latency, throughput, memory, size, energy, cost."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import PIPELINE, Force, Target, TaskArg, Workdir, app, console, guard, load, show
+from .app import PIPELINE, Force, Identity, KnownHosts, Target, TaskArg, Workdir, app, console, guard, load, show
 
 
 @app.command(rich_help_panel=PIPELINE)
@@ -74,13 +74,8 @@ def compile_(
             "runtime there; pip install 'tsd-edge\\[device]' here)",
         ),
     ] = None,
-    identity: Annotated[
-        Path | None, typer.Option(help="--device: the SSH private key (default: ssh-agent and ~/.ssh keys)")
-    ] = None,
-    known_hosts: Annotated[
-        Path | None,
-        typer.Option(help="--device: known_hosts file with the device's host key (default: ~/.ssh/known_hosts)"),
-    ] = None,
+    identity: Identity = None,
+    known_hosts: KnownHosts = None,
 ) -> None:
     """Build the artifact for a target (ONNX Runtime, OpenVINO, TensorRT). For a Jetson the ONNX is lowered and
     its agreement predicted here; the engine itself is built on the device (exit 2 on a host, saying why):
@@ -146,39 +141,39 @@ def run(
 
         t, run_dir = load(task, workdir)
         start = time.perf_counter()
-        results = [stages.collect(t, run_dir)]
-        show(results[-1])
+        show(stages.collect(t, run_dir))
         for step in (stages.distill, stages.export):
-            results.append(step(t, run_dir))
-            show(results[-1])
-        code, packages = 0, []
-        for name in target or t.targets:
-            for step in (stages.compile, stages.check):
-                results.append(step(t, run_dir, name))
-                show(results[-1])
-            try:
-                results.append(stages.package(t, run_dir, name))
-                show(results[-1])
-                packages.append(results[-1].data["path"])
-            except Exception as exc:
-                from ..errors import RefusedError
-
-                if not isinstance(exc, RefusedError):
-                    raise
-                console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
-                code = exc.exit_code
-        stage_table(run_dir)
-        from ..report import write_report
-
-        page = write_report(t.name, run_dir.reports, run_dir.root / "report.html")
-        elapsed = time.perf_counter() - start
-        console().print(f"report: {page}")
-        for p in packages:
-            console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
-        console().print(f"[dim]{elapsed:.0f} s in all[/]")
-        return code
+            show(step(t, run_dir))
+        return ship(t, run_dir, target or t.targets, start)
 
     guard(body)
+
+
+def ship(t: Any, run_dir: Any, targets: list[str], start: float) -> int:
+    """Compile, check and package each target (a refusal is reported and the next target goes on), then the
+    stage table, the report and the packages; the exit code (3 when a target was refused)."""
+    from .. import stages
+    from ..errors import RefusedError
+    from ..report import write_report
+
+    code, packages = 0, []
+    for name in targets:
+        for step in (stages.compile, stages.check):
+            show(step(t, run_dir, name))
+        try:
+            packaged = stages.package(t, run_dir, name)
+        except RefusedError as exc:
+            console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
+            code = exc.exit_code
+            continue
+        show(packaged)
+        packages.append(packaged.data["path"])
+    stage_table(run_dir)
+    console().print(f"report: {write_report(t.name, run_dir.reports, run_dir.root / 'report.html')}")
+    for p in packages:
+        console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
+    console().print(f"[dim]{time.perf_counter() - start:.0f} s in all[/]")
+    return code
 
 
 def stage_table(run_dir: Any) -> None:
