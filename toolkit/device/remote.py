@@ -37,8 +37,19 @@ Prepare = Callable[[], tuple[Path, dict[str, Any]]]
 Batches = Sequence[tuple[Sequence[int], dict[str, np.ndarray]]]
 
 
+class _OnDevice:
+    """What DeviceBuild and DeviceBench share: the device, its probe facts, and a line naming both."""
+
+    device: SshDevice
+    facts: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"{self.device.url} ({describe(self.facts)})"
+
+
 @dataclass
-class DeviceBuild:
+class DeviceBuild(_OnDevice):
     """What came back: the artifact (and its extra files) in the staging folder, the logits computed on the
     device, the device's record of the build and the run, its probe facts, and the host's build record."""
 
@@ -51,10 +62,6 @@ class DeviceBuild:
     run: dict[str, Any]
     host_build: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def where(self) -> str:
-        return f"{self.device.url} ({describe(self.facts)})"
 
 
 def build_on_device(
@@ -190,7 +197,7 @@ class BenchJob:
 
 
 @dataclass
-class DeviceBench:
+class DeviceBench(_OnDevice):
     """What came back: the device's probe facts, each job's response.json (its figures per repeat), and each
     job that could not be measured there with the reason."""
 
@@ -199,10 +206,6 @@ class DeviceBench:
     responses: dict[str, dict[str, Any]]
     errors: dict[str, str]
     seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def where(self) -> str:
-        return f"{self.device.url} ({describe(self.facts)})"
 
 
 def bench_on_device(
