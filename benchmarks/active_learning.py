@@ -37,7 +37,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results"
 TASK = ROOT / "samples" / "banking77" / "task.yaml"
 CACHE = ROOT / "runs" / "banking77" / "pairs.sqlite"
-LEVELS = (0.85, 0.90)
+LEVELS = (0.85, 0.87)  # the edge-first student reaches 0.888 with every answer: 0.90 is past it
 
 
 class ReplayTeacher:
@@ -385,7 +385,8 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--initial", type=int, default=400)
     ap.add_argument("--batch", type=int, default=400)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per round [default: the task's training.epochs]")
+    ap.add_argument("--min-steps", type=int, default=300, help="optimizer steps per round at least")
     ap.add_argument("--candidates", type=int, default=2000, help="pool inputs the student scores per round")
     ap.add_argument("--heldout", type=int, default=1000, help="held-out inputs (0: the whole split)")
     ap.add_argument("--max-calls", type=int, default=3600, help="stop a run after this many training inputs")
@@ -442,7 +443,8 @@ def main() -> int:
         "task": str(TASK.relative_to(ROOT)),
         "initial": args.initial,
         "batch": args.batch,
-        "epochs_per_round": args.epochs,
+        "epochs_per_round": args.epochs or base.training.epochs,
+        "min_steps_per_round": args.min_steps,
         "candidates": args.candidates,
         "heldout": args.heldout,
         "max_calls": args.max_calls,
@@ -462,6 +464,7 @@ def main() -> int:
                     "initial": args.initial,
                     "batch": args.batch,
                     "epochs": args.epochs,
+                    "min_steps": args.min_steps,
                     "heldout": args.heldout or None,
                     "candidates": args.candidates,
                 }

@@ -18,10 +18,10 @@ from conftest import tsd
 from slices import LABELS, write_slice
 from tsd_edge.agreement import compare
 from tsd_edge.auto import per_label_agreement, split_inputs
-from tsd_edge.selection import Pool, label_weights, margin, select
+from tsd_edge.selection import Pool, label_weights, margin, proxy_probs, select
 from tsd_edge.task import load_task
 
-AUTO = "auto: {initial: 40, batch: 40, epochs: 2}\n"
+AUTO = "auto: {initial: 40, batch: 40, epochs: 2, min_steps: 10}\n"
 
 
 def _slice(folder: Path, threshold: float) -> Path:
@@ -78,9 +78,37 @@ def test_label_weights_follow_held_out_disagreement() -> None:
     w = label_weights({"x": 0.5, "y": 0.9, "z": 1.0}, ["x", "y", "z", "unseen"])
     assert w[0] > w[1] > w[2] > 0  # a perfect label keeps a floor: its estimate comes from few inputs
     assert np.isclose(w.mean(), 1.0)
-    # the mix sends the batch towards inputs predicted as the weak label
-    pool = Pool(["p", "q"], np.log([[0.6, 0.3, 0.1], [0.1, 0.3, 0.6]]), _unit(np.eye(2, 3)), np.zeros((0, 3)))
-    assert select(pool, 1, "mix", labels=["x", "y", "z"], per_label={"x": 1.0, "y": 1.0, "z": 0.3}) == ["q"]
+
+
+def _asked_near(pool: Pool, labels: list[int]) -> Pool:
+    """Each candidate gets one asked neighbour (a near copy of it) with the given teacher label."""
+    pool.asked = _unit(pool.embeddings + 0.01)
+    pool.asked_labels = np.array(labels)
+    return pool
+
+
+def test_the_proxy_votes_with_the_nearest_answers() -> None:
+    pool = _asked_near(Pool(["p", "q"], np.zeros((2, 3)), _unit(np.eye(2, 3)), np.zeros((0, 3))), [2, 0])
+    q = proxy_probs(pool, 3, k=2)
+    assert q.shape == (2, 3) and np.allclose(q.sum(axis=1), 1.0)
+    assert q[0].argmax() == 2 and q[1].argmax() == 0 and q[0, 2] > 0.99
+    assert np.allclose(proxy_probs(Pool(["p"], np.zeros((1, 3)), _unit(np.eye(1, 3)), np.zeros((0, 3))), 3), 1 / 3)
+
+
+def test_mix_asks_where_the_student_and_the_proxy_disagree() -> None:
+    # equally sure of both; the proxy (the teacher's answers nearby) says the student is wrong about q
+    logits = np.log([[0.8, 0.1, 0.1], [0.8, 0.1, 0.1]])
+    pool = _asked_near(Pool(["p", "q"], logits, _unit(np.eye(2, 3)), np.zeros((0, 3))), [0, 1])
+    assert select(pool, 1, "mix", labels=["x", "y", "z"]) == ["q"]
+
+
+def test_mix_weighs_the_label_the_teacher_would_give_not_the_students() -> None:
+    # the student predicts x for both; by the proxy, p is a y and q a z; z holds agreement back on the
+    # held-out set (where labels are the teacher's): q, though the student's own label is the same
+    logits = np.log([[0.6, 0.3, 0.1], [0.6, 0.3, 0.1]])
+    pool = _asked_near(Pool(["p", "q"], logits, _unit(np.eye(2, 3)), np.zeros((0, 3))), [1, 2])
+    per_label = {"x": 1.0, "y": 1.0, "z": 0.3}
+    assert select(pool, 1, "mix", labels=["x", "y", "z"], per_label=per_label) == ["q"]
 
 
 def test_selection_sees_the_per_label_agreement_of_a_failing_round() -> None:

@@ -279,7 +279,12 @@ def _last_report(task: Task, log: AutoLog, done: list[Round]) -> AgreementReport
 def _train(task: Task, store: PairStore, teacher: Any, log: AutoLog, k: int) -> Any:
     from .distill import distill
 
-    per_round = task.model_copy(update={"training": task.training.model_copy(update={"epochs": task.auto.epochs})})
+    # every epoch runs (no early stopping: a warm start's first epochs at the peak learning rate are
+    # often worse than where it started), and at least `min_steps` steps: a first round of a few
+    # hundred answers is a handful of batches an epoch, too few for a student whose layers start random
+    spec = task.auto
+    training = {"epochs": spec.epochs or task.training.epochs, "patience": None, "min_steps": spec.min_steps}
+    per_round = task.model_copy(update={"training": task.training.model_copy(update=training)})
     out = log.student(k)
     previous = log.student(k - 1) if k else None
     result = distill(per_round, store, teacher, out, init_from=previous)
@@ -340,14 +345,18 @@ def _choose(
         candidates = [candidates[i] for i in sorted(rng.permutation(len(candidates))[: spec.candidates])]
     if not candidates:
         return []
-    asked = [i for i in split.pool if i.key in answered]
-    known = store.vectors(task.encoder, [i.key for i in asked], teacher.fingerprint)
+    # what the teacher said about the training inputs asked so far, where the encoder's vector is known
+    index = {name: i for i, name in enumerate(task.label_names)}
+    told = {p.input_hash: index[p.label] for p in store.pairs(teacher.fingerprint, split="train") if p.label in index}
+    known = store.vectors(task.encoder, list(told), teacher.fingerprint)
+    asked = [key for key in told if key in known]
     vectors = store.vectors(task.encoder, [i.key for i in candidates], teacher.fingerprint)
     pool = Pool(
         keys=[i.key for i in candidates],
         logits=student_logits(log.student(k - 1), task, [i.text for i in candidates]),
         embeddings=np.stack([vectors[i.key] for i in candidates]),
-        asked=np.stack([known[i.key] for i in asked if i.key in known]) if known else np.zeros((0, 1), np.float32),
+        asked=np.stack([known[key] for key in asked]) if asked else np.zeros((0, 1), np.float32),
+        asked_labels=np.array([told[key] for key in asked], dtype=np.int64),
     )
     per_label = per_label_agreement(report)
     return select(pool, n, strategy, labels=task.label_names, per_label=per_label, seed=spec.seed + k)

@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -150,7 +151,9 @@ def distill(
         lr=cfg.lr,
         fused=device.type == "cpu" or None,
     )
-    steps = cfg.epochs * -(-len(length_batches(lengths, cfg.batch_size)) // cfg.accumulate)
+    steps_per_epoch = -(-len(length_batches(lengths, cfg.batch_size)) // cfg.accumulate)
+    epochs = max(cfg.epochs, -(-cfg.min_steps // steps_per_epoch))  # few pairs: more epochs over them
+    steps = epochs * steps_per_epoch
     warmup = int(steps * cfg.warmup)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / max(warmup, 1), max(0.0, (steps - s) / max(steps - warmup, 1)))
@@ -216,12 +219,16 @@ def distill(
         return dist.broadcast(value)
 
     history: list[dict[str, float]] = []
-    initial = heldout_agreement()
-    history.append({"epoch": 0, "agreement": initial, "loss": float("nan")})
-    best = (initial, 0, copy.deepcopy(model.state_dict()) if main else None)
+    best: tuple[float, int, Any] = (-1.0, 0, None)
+    if init_from is None:
+        # a warm start is not a candidate: it is an earlier round's student, whose held-out figure was
+        # already the best of its own epochs; keeping it would ratchet that lucky maximum from round to round
+        initial = heldout_agreement()
+        history.append({"epoch": 0, "agreement": initial, "loss": float("nan")})
+        best = (initial, 0, copy.deepcopy(model.state_dict()) if main else None)
     start, epochs_run, train_seconds = time.perf_counter(), 0, 0.0
     with progress("distill", total=steps) if main else contextlib.nullcontext(_NoBar()) as bar:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             trainer.train()
             batches = length_batches(lengths, cfg.batch_size)
@@ -250,7 +257,7 @@ def distill(
             bar.update(0, description=f"distill (epoch {epoch}: held-out agreement {agreement:.4f})")
             if agreement > best[0]:
                 best = (agreement, epoch, copy.deepcopy(model.state_dict()) if main else None)
-            elif epoch - best[1] >= cfg.patience:
+            elif cfg.patience is not None and epoch - best[1] >= cfg.patience:
                 break
     seconds = time.perf_counter() - start
     result: DistillResult | None = None

@@ -225,7 +225,8 @@ class TrainingSpec(_Strict):
     warmup: float = Field(default=0.06, ge=0, lt=1)
     soft_temperature: float = Field(default=1.0, gt=0)
     loss: LossWeights = LossWeights()
-    patience: int = Field(default=2, ge=1)
+    patience: int | None = Field(default=2, ge=1, description="None: no early stopping, every epoch runs")
+    min_steps: int = Field(default=0, ge=0, description="optimizer steps at least: more epochs when pairs are few")
     seed: int = 0
     threads: int | None = Field(default=None, ge=1)
     # beyond one machine (docs/scale.md): optimizer steps of `accumulate` batches; compile; bf16 autocast
@@ -247,10 +248,11 @@ class AgreementSpec(_Strict):
 class AutoSpec(_Strict):
     """`tsd-edge auto`: ask the teacher only for the inputs the student needs (see docs/auto.md)."""
 
-    initial: int = Field(default=400, ge=20, description="random training inputs asked before the first round")
-    batch: int = Field(default=400, ge=1, description="inputs asked per round")
-    epochs: int = Field(default=1, ge=1, description="training epochs per round (warm-started)")
-    strategy: Literal["diverse", "mix", "margin", "random"] = "diverse"
+    initial: int = Field(default=200, ge=20, description="random training inputs asked before the first round")
+    batch: int = Field(default=200, ge=1, description="inputs asked per round")
+    epochs: int | None = Field(default=None, ge=1, description="epochs per round, all run [default: training's]")
+    min_steps: int = Field(default=300, ge=0, description="optimizer steps per round at least (early rounds)")
+    strategy: Literal["mix", "diverse", "margin", "random"] = "mix"
     candidates: int = Field(default=2000, ge=0, description="pool inputs the student scores per round (0: all)")
     heldout: int | None = Field(default=None, ge=1, description="held-out inputs to ask [default: the whole split]")
     seed: int = 0
