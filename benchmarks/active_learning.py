@@ -272,7 +272,7 @@ def ablate(run_dir: Path, cache: Path, batch: int, candidates: int) -> dict[str,
     teacher's cached answers (how many of the chosen inputs the student gets wrong: the new information
     in a batch), how many off-task inputs it asks for, and how spread over labels it is."""
     from tsd_edge.agreement import AgreementReport
-    from tsd_edge.auto import AutoLog, encoder_vectors, relevant, split_inputs, student_logits
+    from tsd_edge.auto import AutoLog, asked_answers, encoder_vectors, relevant, split_inputs, student_logits
     from tsd_edge.selection import STRATEGIES, Pool, select
     from tsd_edge.stages import RunDir
     from tsd_edge.store import PairStore
@@ -292,8 +292,7 @@ def ablate(run_dir: Path, cache: Path, batch: int, candidates: int) -> dict[str,
         pool = [pool[i] for i in sorted(rng.permutation(len(pool))[:candidates])]
         vectors = encoder_vectors(task, store, teacher, pool)
         keep = dict(zip([i.key for i in pool], relevant(task, store, teacher, pool, vectors), strict=True))
-        asked = [i.key for i in split.pool if i.key in answered]
-        known = store.vectors(task.encoder, asked, teacher.fingerprint)
+        asked, asked_labels = asked_answers(task, store, teacher)
     logits = student_logits(log.student(last.round), task, [i.text for i in pool])
     labels = task.label_names
     rows = {}
@@ -303,7 +302,8 @@ def ablate(run_dir: Path, cache: Path, batch: int, candidates: int) -> dict[str,
             [pool[n].key for n in idx],
             logits[idx],
             np.stack([vectors[pool[n].key] for n in idx]),
-            np.stack([known[k] for k in asked if k in known]),
+            asked,
+            asked_labels,
         )
         for strategy in STRATEGIES:
             chosen = set(select(cand, batch, strategy, labels=labels, per_label=per_label, seed=0))
@@ -381,15 +381,15 @@ def write_readme(result: dict[str, Any], path: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.active_learning", description=__doc__.split("\n")[0])
-    ap.add_argument("--strategies", nargs="+", default=["diverse", "random"])
+    ap.add_argument("--strategies", nargs="+", default=["mix", "diverse", "random"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--initial", type=int, default=400)
-    ap.add_argument("--batch", type=int, default=400)
+    ap.add_argument("--initial", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=None, help="epochs per round [default: the task's training.epochs]")
     ap.add_argument("--min-steps", type=int, default=300, help="optimizer steps per round at least")
     ap.add_argument("--candidates", type=int, default=2000, help="pool inputs the student scores per round")
     ap.add_argument("--heldout", type=int, default=1000, help="held-out inputs (0: the whole split)")
-    ap.add_argument("--max-calls", type=int, default=3600, help="stop a run after this many training inputs")
+    ap.add_argument("--max-calls", type=int, default=3000, help="stop a run after this many training inputs")
     ap.add_argument("--stop-at", type=float, default=max(LEVELS), help="stop a run once agreement reaches this")
     ap.add_argument("--cache", type=Path, default=CACHE, help="a store holding the teacher's answers to every input")
     ap.add_argument("--out", type=Path, default=None)

@@ -21,7 +21,7 @@ from tsd_edge.auto import per_label_agreement, split_inputs
 from tsd_edge.selection import Pool, label_weights, margin, proxy_probs, select
 from tsd_edge.task import load_task
 
-AUTO = "auto: {initial: 40, batch: 40, epochs: 2, min_steps: 10}\n"
+AUTO = "auto: {initial: 40, batch: 40, epochs: 2, min_steps: 12}\n"
 
 
 def _slice(folder: Path, threshold: float) -> Path:
@@ -133,7 +133,7 @@ def test_random_is_seeded() -> None:
 @pytest.fixture(scope="module")
 def reached(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
     folder = tmp_path_factory.mktemp("auto-pass")
-    task = _slice(folder, threshold=0.8)
+    task = _slice(folder, threshold=0.95)
     workdir = folder / "run"
     return task, workdir, tsd("auto", task, "--budget", "400", "--workdir", workdir)
 
@@ -157,6 +157,20 @@ def test_held_out_inputs_are_never_selected(reached: tuple) -> None:
     assert chosen and not set(chosen) & split.held_keys
     assert set(chosen) <= split.pool_keys
     assert len(chosen) == len(set(chosen))  # nothing chosen twice
+
+
+def test_each_round_trains_at_least_min_steps_and_does_not_keep_its_warm_start(reached: tuple) -> None:
+    _, workdir, _ = reached
+    rounds = _lines(workdir / "auto.jsonl")
+    assert len(rounds) >= 2, "the slice passed in round 0: nothing warm-started to look at"
+    report = json.loads((workdir / "auto" / f"round-{rounds[-1]['round']}" / "report.json").read_text())
+    details = report["details"]
+    batches = -(-details["train_pairs"] // 16)  # the slice's training.batch_size
+    # auto.epochs is 2; 12 steps at least need more epochs of these few batches, and all of them run
+    assert details["epochs_run"] == max(2, -(-12 // batches)) > 2
+    # the warm start (the last round's student) is neither measured nor kept: a round's figure is its own
+    assert [h["epoch"] for h in details["history"]] == list(range(1, details["epochs_run"] + 1))
+    assert details["best_epoch"] >= 1
 
 
 def test_a_budget_under_the_held_out_set_is_bad_input(tmp_path: Path) -> None:

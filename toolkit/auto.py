@@ -345,21 +345,29 @@ def _choose(
         candidates = [candidates[i] for i in sorted(rng.permutation(len(candidates))[: spec.candidates])]
     if not candidates:
         return []
-    # what the teacher said about the training inputs asked so far, where the encoder's vector is known
-    index = {name: i for i, name in enumerate(task.label_names)}
-    told = {p.input_hash: index[p.label] for p in store.pairs(teacher.fingerprint, split="train") if p.label in index}
-    known = store.vectors(task.encoder, list(told), teacher.fingerprint)
-    asked = [key for key in told if key in known]
     vectors = store.vectors(task.encoder, [i.key for i in candidates], teacher.fingerprint)
+    asked, asked_labels = asked_answers(task, store, teacher)
     pool = Pool(
         keys=[i.key for i in candidates],
         logits=student_logits(log.student(k - 1), task, [i.text for i in candidates]),
         embeddings=np.stack([vectors[i.key] for i in candidates]),
-        asked=np.stack([known[key] for key in asked]) if asked else np.zeros((0, 1), np.float32),
-        asked_labels=np.array([told[key] for key in asked], dtype=np.int64),
+        asked=asked,
+        asked_labels=asked_labels,
     )
     per_label = per_label_agreement(report)
     return select(pool, n, strategy, labels=task.label_names, per_label=per_label, seed=spec.seed + k)
+
+
+def asked_answers(task: Task, store: PairStore, teacher: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The training inputs answered so far, as selection sees them: the task encoder's vector of each
+    ([m, dim]) and the index of the teacher's label for it ([m])."""
+    index = {name: i for i, name in enumerate(task.label_names)}
+    told = {p.input_hash: index[p.label] for p in store.pairs(teacher.fingerprint, split="train") if p.label in index}
+    known = store.vectors(task.encoder, list(told), teacher.fingerprint)
+    keys = [key for key in told if key in known]
+    if not keys:
+        return np.zeros((0, 1), np.float32), np.zeros(0, np.int64)
+    return np.stack([known[key] for key in keys]), np.array([told[key] for key in keys], dtype=np.int64)
 
 
 def per_label_agreement(report: AgreementReport | None) -> dict[str, float]:
