@@ -348,23 +348,38 @@ def readme_table(result: dict[str, Any], path: Path) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}. Banking77 sample, offline teacher "
         f"(answers replayed from a full collection, each still asked through `collect` and counted); "
         f"{s['heldout_calls']} held-out inputs (calls made by every run, not in the table); first sample "
-        f"{s['initial']}, then rounds of {s['batch']}, {s['epochs_per_round']} epoch per round warm-started, "
+        f"{s['initial']}, then rounds of {s['batch']}, warm-started, {s['epochs_per_round']} epochs a round "
+        f"(at least {s.get('min_steps_per_round', 0)} optimizer steps), "
         f"{s['candidates']} candidates scored per round; a run stops at {s['stop_at']} or {s['max_calls']:,} "
         "training calls. Calls to a level are interpolated between rounds, then averaged over seeds.",
         "",
         *([f"**{result['note']}**", ""] if result.get("note") else []),
-        "| strategy | seeds | calls to 0.85 | vs random | calls to 0.90 | vs random |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| strategy | seeds | " + " | ".join(f"calls to {level:.2f} | vs random" for level in LEVELS) + " |",
+        "| --- | ---: |" + " ---: | ---: |" * len(LEVELS),
     ]
     for strategy, row in result["summary"].items():
         seeds = ", ".join(result["runs"][strategy])
         cells = []
-        for level in ("0.85", "0.90"):
+        for level in (f"{level:.2f}" for level in LEVELS):
             cell = row[level]
             ratio = f"{cell['vs_random']:.2f}" if cell.get("vs_random") is not None else "—"
             cells += [_calls(cell), ratio]
         lines.append(f"| {strategy} | {seeds} | " + " | ".join(cells) + " |")
-    lines += ["", f"![agreement vs teacher calls](results/{path.with_suffix('.svg').name})"]
+    curves = {strategy: dict((c, a) for c, a, _ in mean_curve(by_seed)) for strategy, by_seed in result["runs"].items()}
+    calls = sorted({c for curve in curves.values() for c in curve})
+    lines += [
+        "",
+        "Held-out agreement by training calls, mean over seeds:",
+        "",
+        "| training calls | " + " | ".join(f"{c:,}" for c in calls) + " |",
+        "| --- |" + " ---: |" * len(calls),
+        *(
+            f"| {strategy} | " + " | ".join(f"{curve[c]:.3f}" if c in curve else "" for c in calls) + " |"
+            for strategy, curve in curves.items()
+        ),
+        "",
+        f"![agreement vs teacher calls](results/{path.with_suffix('.svg').name})",
+    ]
     return "\n".join(lines)
 
 

@@ -10,11 +10,11 @@ Strategies (`auto.strategy` in the task file; docs/auto.md has the measurements 
 - `margin`: the candidates with the smallest gap between the student's two most likely labels;
 - `diverse`: greedy, each pick the candidate with the highest uncertainty × distance to the nearest
   input already asked or picked, so one cluster of confusing inputs cannot eat the batch;
-- `mix` (default): `diverse`, with uncertainty replaced by the mean of the student's uncertainty and
-  its disagreement with a cheap proxy, weighted by the held-out disagreement rate of the label the
-  proxy gives the candidate. The proxy is a nearest-neighbour vote of the teacher's answers to the
-  inputs already asked, in the task encoder's space: no teacher calls, and an estimate of the label
-  the teacher would give, which is the label held-out agreement is counted by.
+- `mix` (default): `diverse`, with uncertainty replaced by the student's disagreement with a cheap
+  proxy × the proxy's confidence (+ a tenth of the uncertainty), weighted by the held-out disagreement
+  rate of the label the proxy gives the candidate. The proxy is a nearest-neighbour vote of the
+  teacher's answers to the inputs already asked, in the task encoder's space: no teacher calls, and an
+  estimate of the label the teacher would give, which is the label held-out agreement is counted by.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ STRATEGIES = ("mix", "diverse", "margin", "random")
 # a label the student never gets wrong on the held-out set still gets this much error, so its
 # uncertain inputs are not ignored altogether (its held-out estimate comes from ~30 inputs)
 ERROR_FLOOR = 0.02
+MIX_UNCERTAINTY = 0.1  # the student's uncertainty's share of `mix`'s score (docs/auto.md: how it was chosen)
 
 
 @dataclass
@@ -141,8 +142,12 @@ def select(
     if strategy == "mix":
         proxy = proxy_probs(pool, pool.logits.shape[1])
         disagreement = 1.0 - proxy[np.arange(n), pool.logits.argmax(axis=1)]
+        # a confident proxy that disagrees is a correction the student can learn; where the teacher's
+        # answers nearby are split, the input sits on the teacher's own boundary, and a student at its
+        # capacity learns little from it. Uncertainty breaks the ties where the proxy agrees.
+        confident_disagreement = disagreement * proxy.max(axis=1)
         weights = label_weights(per_label or {}, labels)
-        uncertainty = 0.5 * (uncertainty + disagreement) * weights[proxy.argmax(axis=1)]
+        uncertainty = (confident_disagreement + MIX_UNCERTAINTY * uncertainty) * weights[proxy.argmax(axis=1)]
     elif strategy != "diverse":
         raise ValueError(f"unknown selection strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     return [pool.keys[i] for i in greedy_diverse(pool.embeddings, uncertainty, pool.asked, k)]
