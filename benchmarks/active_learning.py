@@ -314,6 +314,8 @@ def ablate(run_dir: Path, cache: Path, batch: int, candidates: int) -> dict[str,
             counts = np.unique([t for t, r in zip(teacher_labels, relevant_, strict=True) if r], return_counts=True)[1]
             rows[f"{strategy}{'' if filtered else ' (no relevance filter)'}"] = {
                 "student_wrong": float(np.mean([s != t for s, t in zip(student, teacher_labels, strict=True)])),
+                # how sure the teacher itself was: a low figure is inputs on the teacher's own boundary
+                "teacher_top_prob": float(np.mean([teacher.answers[pool[n].text].probs.max() for n in picked])),
                 "off_task": float(1 - np.mean(relevant_)),
                 "labels_covered": len(counts),
                 "largest_label_share": float(counts.max() / counts.sum()) if len(counts) else 0.0,
