@@ -99,10 +99,10 @@ def greedy_diverse(embeddings: np.ndarray, scores: np.ndarray, asked: np.ndarray
     return picked
 
 
-def proxy_probs(pool: Pool, labels: int, k: int = 10, temperature: float = 0.05) -> np.ndarray:
+def proxy_probs(pool: Pool, n_labels: int, k: int = 10, temperature: float = 0.05) -> np.ndarray:
     """The proxy's label distribution for each candidate: a vote of its k nearest asked inputs'
     teacher labels, weighted by softmax(cosine / temperature). Uniform with nothing asked. [n, labels]"""
-    out = np.full((len(pool.keys), labels), 1.0 / labels)
+    out = np.full((len(pool.keys), n_labels), 1.0 / n_labels)
     if pool.asked_labels is None or len(pool.asked_labels) == 0:
         return out
     asked = np.asarray(pool.asked, dtype=np.float32)
@@ -113,7 +113,7 @@ def proxy_probs(pool: Pool, labels: int, k: int = 10, temperature: float = 0.05)
         near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         near_sims = np.take_along_axis(sims, near, axis=1)
         weight = np.exp((near_sims - near_sims.max(axis=1, keepdims=True)) / temperature)
-        votes = np.zeros((len(near), labels))
+        votes = np.zeros((len(near), n_labels))
         np.add.at(votes, (np.repeat(np.arange(len(near)), k), pool.asked_labels[near].ravel()), weight.ravel())
         out[start : start + 1024] = votes / votes.sum(axis=1, keepdims=True)
     return out
@@ -147,7 +147,9 @@ def select(
         # capacity learns little from it. Uncertainty breaks the ties where the proxy agrees.
         confident_disagreement = disagreement * proxy.max(axis=1)
         weights = label_weights(per_label or {}, labels)
-        uncertainty = (confident_disagreement + MIX_UNCERTAINTY * uncertainty) * weights[proxy.argmax(axis=1)]
-    elif strategy != "diverse":
+        score = (confident_disagreement + MIX_UNCERTAINTY * uncertainty) * weights[proxy.argmax(axis=1)]
+    elif strategy == "diverse":
+        score = uncertainty
+    else:
         raise ValueError(f"unknown selection strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    return [pool.keys[i] for i in greedy_diverse(pool.embeddings, uncertainty, pool.asked, k)]
+    return [pool.keys[i] for i in greedy_diverse(pool.embeddings, score, pool.asked, k)]
