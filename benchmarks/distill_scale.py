@@ -87,9 +87,9 @@ def distill(task: Path, workdir: Path, procs: int) -> dict[str, Any]:
 
 
 def logits(student: Path, texts: list[str]) -> Any:
-    from tsd_edge.infer import predict_logits
+    from tsd_edge.runtime.infer import predict_logits
+    from tsd_edge.runtime.tokenizer import TextEncoder
     from tsd_edge.student import StudentRunner
-    from tsd_edge.tokenization import TextEncoder
 
     with StudentRunner.load(student) as runner:
         return predict_logits(runner, TextEncoder(student / "tokenizer.json", 64), texts)

@@ -34,10 +34,10 @@ def steps(package: Path, batch_size: int = 32) -> Iterator[tuple[str, float, flo
     import onnxruntime  # noqa: F401
 
     yield _now("+ import onnxruntime")
-    from tsd_edge.exporters import get_backend
-    from tsd_edge.exporters.base import Artifact
-    from tsd_edge.package import read_package
-    from tsd_edge.tokenization import TextEncoder
+    from tsd_edge.runtime.artifact import Artifact
+    from tsd_edge.runtime.backends import open_runner
+    from tsd_edge.runtime.package import read_package
+    from tsd_edge.runtime.tokenizer import TextEncoder
 
     yield _now("+ import tsd_edge (package, runner)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,7 +48,7 @@ def steps(package: Path, batch_size: int = 32) -> Iterator[tuple[str, float, flo
         encode = TextEncoder(pkg.file("tokenizer.json"), pkg.manifest["max_length"])
         texts = [json.loads(ln)["input"] for ln in pkg.file("heldout.jsonl").read_text(encoding="utf-8").splitlines()]
         yield _now("+ tokenizer, held-out texts")
-        with get_backend(artifact.backend).load(artifact, 1) as runner:
+        with open_runner(artifact, 1) as runner:
             yield _now("+ load the artifact (session)")
             for text in texts[:32]:
                 runner.run(encode([text]))

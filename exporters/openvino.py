@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..digest import sha256_file
 from ..errors import InputError, RuntimeMissingError
+from ..runtime.backends.openvino import import_openvino
 from .base import Artifact, Batch
 
 if TYPE_CHECKING:  # pydantic is not needed to run an artifact
@@ -24,47 +23,18 @@ if TYPE_CHECKING:  # pydantic is not needed to run an artifact
 INPUTS = ("input_ids", "attention_mask")
 
 
-def _openvino() -> Any:
-    try:
-        import openvino
-    except ImportError:
-        raise RuntimeMissingError("the openvino backend", "openvino") from None
-    return openvino
-
-
-class OpenVinoRunner:
-    def __init__(self, path: Path, threads: int | None, device: str = "CPU") -> None:
-        ov = _openvino()
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), device, config)
-        self.request = self.compiled.create_infer_request()
-        self.inputs = [port.get_any_name() for port in self.compiled.inputs]
-
-    def __enter__(self) -> OpenVinoRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        del self.request, self.compiled
-
-    def run(self, batch: Batch) -> np.ndarray:
-        result = self.request.infer({name: batch[name] for name in self.inputs})
-        return np.asarray(result[self.compiled.outputs[0]], dtype=np.float32)
-
-
 class OpenVinoBackend:
     name = "openvino"
 
     def available(self) -> bool:
         try:
-            _openvino()
+            import_openvino()
         except RuntimeMissingError:
             return False
         return True
 
     def build(self, onnx_path: Path, profile: Profile, calibration: Sequence[Batch], workdir: Path) -> Artifact:
-        ov = _openvino()
+        ov = import_openvino()
         workdir.mkdir(parents=True, exist_ok=True)
         out = workdir / "model.xml"
         if profile.precision not in ("fp32", "int8"):
@@ -83,9 +53,6 @@ class OpenVinoBackend:
         return Artifact(
             backend=self.name, path=out, precision=profile.precision, build=build, extra_files=["model.bin"]
         )
-
-    def load(self, artifact: Artifact, threads: int | None = None) -> OpenVinoRunner:
-        return OpenVinoRunner(artifact.path, threads)
 
 
 def _quantize(model: Any, calibration: Sequence[Batch], profile: Profile) -> tuple[Any, dict[str, Any]]:

@@ -148,7 +148,7 @@ def test_the_device_bench_with_power_rails_reports_measured_energy(
     from tsd_edge.bench import remote
     from tsd_edge.device import SshDevice, protocol
     from tsd_edge.device.remote import DeviceBench
-    from tsd_edge.tokenization import TextEncoder, length_batches
+    from tsd_edge.runtime.tokenizer import TextEncoder, length_batches
 
     _, w = workcopy
     _orin(tmp_path / "sys")

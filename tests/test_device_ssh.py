@@ -163,8 +163,8 @@ def test_compile_check_package_gate_through_ssh(device: Device, tmp_path: Path) 
 
 def _host_logits(task: Path, workdir: Path, model: Path) -> np.ndarray:
     from tsd_edge import stages
-    from tsd_edge.exporters.onnxruntime import OnnxRuntimeRunner
-    from tsd_edge.infer import predict_logits
+    from tsd_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from tsd_edge.runtime.infer import predict_logits
     from tsd_edge.store import PairStore
     from tsd_edge.task import load_task
 
@@ -314,7 +314,7 @@ def test_the_device_script_needs_only_python36_numpy_and_the_runtime() -> None:
 
 
 def test_providers_are_chosen_in_order_from_those_installed(pipeline: tuple[Path, Path, Ran]) -> None:
-    from tsd_edge.exporters.onnxruntime import OnnxRuntimeRunner, choose_providers
+    from tsd_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner, choose_providers
 
     wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert choose_providers(wanted, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]

@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 from slices import write_slice
 from tsd_edge.collect import collect
-from tsd_edge.infer import predict_logits
+from tsd_edge.runtime.infer import predict_logits
+from tsd_edge.runtime.tokenizer import TextEncoder
 from tsd_edge.stages import RunDir
 from tsd_edge.stages import distill as distill_stage
 from tsd_edge.store import PairStore
 from tsd_edge.student import StudentRunner
 from tsd_edge.task import load_task
-from tsd_edge.tokenization import TextEncoder
 
 TOLERANCE = 2e-3
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tsd_edge.errors import InputError
-from tsd_edge.package import PackageIntegrityError, read_package, write_package
+from tsd_edge.runtime.package import PackageIntegrityError, read_package, write_package
 from tsd_edge.task import load_task
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -125,13 +125,14 @@ def test_strict_rule_judges_the_lower_bound() -> None:
 
 
 @pytest.mark.parametrize("holds", [True, False])
-def test_gate_without_the_runtime_judges_the_bound_report(
+def test_gate_without_the_runtime_is_not_verified_unless_accepted(
     pipeline: tuple[Path, Path, Ran], tmp_path: Path, holds: bool
 ) -> None:
-    """A TensorRT package on a runner without TensorRT: not re-run, and the output says so."""
+    """A TensorRT package on a runner without TensorRT: not re-run, so the agreement check does not pass
+    (JUnit `skipped`, exit 1) whatever the packaged report says; --accept-packaged-report judges that report."""
     import json
 
-    from tsd_edge.package import write_package
+    from tsd_edge.runtime.package import write_package
 
     _, workdir, ran = pipeline
     assert ran.code == 0
@@ -149,5 +150,10 @@ def test_gate_without_the_runtime_judges_the_bound_report(
     manifest = {"task": "t", "target": "jetson-orin-nano", "max_length": 32, "threshold": 0.9, "rule": "point"}
     pkg = write_package(tmp_path / "engine.tsdpkg", files, manifest)
     gate = _gate(pkg, tmp=tmp_path)
-    assert gate.code == (0 if holds else 1), gate.out + gate.err
-    assert "not re-run" in gate.out and "tensorrt" in gate.out
+    assert gate.code == 1, gate.out + gate.err
+    assert "NOT VERIFIED" in gate.out and "tensorrt" in gate.out and "--accept-packaged-report" in gate.out
+    junit = (tmp_path / "g.xml").read_text(encoding="utf-8")
+    assert 'skipped="1"' in junit and "<skipped" in junit and 'failures="0"' in junit
+    accepted = _gate(pkg, "--accept-packaged-report", tmp=tmp_path)
+    assert accepted.code == (0 if holds else 1), accepted.out + accepted.err
+    assert "NOT RE-RUN, packaged report accepted" in accepted.out

@@ -12,7 +12,7 @@ from test_student_export import TEXTS, tiny  # noqa: F401 (the tiny-student fixt
 from tsd_edge.errors import InputError
 from tsd_edge.exporters.lowering import KEEP_FP32_OPS, int8_excluded, lower, mask_nodes
 from tsd_edge.exporters.onnx import export_onnx
-from tsd_edge.tokenization import TextEncoder
+from tsd_edge.runtime.tokenizer import TextEncoder
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import pytest
 from test_lowering import batches, tiny_onnx  # noqa: F401 (fixtures)
 from test_student_export import tiny  # noqa: F401 (fixture)
 from tsd_edge.exporters import get_backend
-from tsd_edge.exporters.base import Artifact
-from tsd_edge.exporters.onnxruntime import OnnxRuntimeRunner
+from tsd_edge.runtime.artifact import Artifact
+from tsd_edge.runtime.backends import open_runner
+from tsd_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from tsd_edge.targets import load_profile
 
 pytest.importorskip("openvino", reason="the openvino backend needs `pip install openvino`")
@@ -29,7 +30,7 @@ def test_build_save_load_and_run(target: str, tiny_onnx: Path, batches: list, tm
     again = Artifact.load_meta(tmp_path / "artifact.json")
     assert again.extra_files == ["model.bin"] and again.path == artifact.path
 
-    with OnnxRuntimeRunner(tiny_onnx, threads=1) as ref, backend.load(again, threads=1) as runner:
+    with OnnxRuntimeRunner(tiny_onnx, threads=1) as ref, open_runner(again, threads=1) as runner:
         for batch in batches:
             want, got = ref.run(batch), runner.run(batch)
             assert got.dtype == np.float32 and got.shape == want.shape

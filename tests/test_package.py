@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import tsd_edge.package as package_module
+import tsd_edge.runtime.package as package_module
 from tsd_edge.errors import InputError, TsdEdgeError
-from tsd_edge.package import (
+from tsd_edge.runtime.package import (
     MANIFEST,
     SCHEMA,
     Package,

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from tsd_edge.encoder import encoder_dir
 from tsd_edge.exporters import get_backend
-from tsd_edge.exporters.base import Artifact
 from tsd_edge.exporters.onnx import ExportMismatchError, export_onnx, validate
+from tsd_edge.runtime.artifact import Artifact
+from tsd_edge.runtime.backends import open_runner
+from tsd_edge.runtime.tokenizer import TextEncoder
 from tsd_edge.student import build_student, count_parameters, load_student, prune_tokenizer, save_student, spread_layers
 from tsd_edge.targets import load_profile
-from tsd_edge.tokenization import TextEncoder
 
 TEXTS = [
     "How do I locate my card?",
@@ -183,7 +184,7 @@ def test_onnxruntime_backend_builds_and_runs(tiny: Path, tmp_path: Path, target:
     artifact.save_meta(tmp_path / "out" / "artifact.json")
     again = Artifact.load_meta(tmp_path / "out" / "artifact.json")
     assert again.precision == profile.precision and again.path == artifact.path
-    with backend.load(again, threads=1) as runner:
+    with open_runner(again, threads=1) as runner:
         logits = runner.run(enc(TEXTS))
     assert logits.shape == (len(TEXTS), len(LABELS))
     if target == "cpu-x86":

@@ -14,6 +14,7 @@ from tsd_edge.errors import InputError, RuntimeMissingError
 from tsd_edge.exporters import get_backend
 from tsd_edge.exporters.tensorrt import TensorRTBackend
 from tsd_edge.exporters.tensorrt.loader import TRTEXEC, BuildSettings, import_tensorrt, trtexec_command
+from tsd_edge.runtime.backends import open_runner
 from tsd_edge.targets import load_profile
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None and hasattr(importlib.import_module("tensorrt"), "Builder")
@@ -90,14 +91,14 @@ def test_missing_tensorrt_is_exit_4_naming_the_package(tiny_onnx: Path, tmp_path
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT and an NVIDIA GPU (pip install tensorrt cuda-python)")
 def test_engine_builds_and_matches_onnx_runtime(tiny_onnx: Path, batches: list, tmp_path: Path) -> None:  # noqa: F811
-    from tsd_edge.exporters.onnxruntime import OnnxRuntimeRunner
+    from tsd_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner
 
     backend = TensorRTBackend()
     artifact = backend.build(tiny_onnx, load_profile("gpu-x86"), [], tmp_path)
     assert artifact.path.name == "model.engine" and (tmp_path / "timing.cache").is_file()
     for key in ("tensorrt", "device_name", "compute_capability", "onnx_sha256", "profile"):
         assert artifact.build[key]
-    with OnnxRuntimeRunner(tiny_onnx, None) as ref, backend.load(artifact) as runner:
+    with OnnxRuntimeRunner(tiny_onnx, None) as ref, open_runner(artifact) as runner:
         for batch in batches:
             want, got = ref.run(batch), runner.run(batch)
             assert np.abs(want - got).max() < 2e-2 and (want.argmax(1) == got.argmax(1)).all()

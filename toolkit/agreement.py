@@ -1,6 +1,7 @@
 """Agreement with the teacher: one report schema for every stage (student, ONNX, each compiled target).
 
-Pure numpy, so the gate can use it on a machine without torch. A report is truthy when it holds.
+Pure numpy and Python 3.8: the gate uses it on a device or a CI runner without torch.
+A report is truthy when it holds.
 """
 
 from __future__ import annotations
@@ -106,13 +107,13 @@ def compare(
     if len(teacher) != len(predicted):
         raise ValueError("teacher and predicted label lists differ in length")
     n = len(teacher)
-    hits = [t == p for t, p in zip(teacher, predicted, strict=True)]
+    hits = [t == p for t, p in zip(teacher, predicted)]
     k = sum(hits)
     per_label: dict[str, dict[str, float]] = {}
     for label in sorted(set(teacher)):
         idx = [i for i, t in enumerate(teacher) if t == label]
         per_label[label] = {"n": len(idx), "agreement": sum(hits[i] for i in idx) / len(idx)}
-    pairs = Counter((t, p) for t, p in zip(teacher, predicted, strict=True) if t != p)
+    pairs = Counter((t, p) for t, p in zip(teacher, predicted) if t != p)
     confusions = []
     for (t, p), count in pairs.most_common(top_confusions):
         example = next((texts[i] for i in range(n) if teacher[i] == t and predicted[i] == p), None) if texts else None
@@ -128,7 +129,9 @@ def compare(
         }
     gold_accuracy = None
     if gold is not None:
-        scored = [(g, p) for g, p in zip(gold, predicted, strict=True) if g is not None]
+        if len(gold) != n:
+            raise ValueError("gold and predicted label lists differ in length")
+        scored = [(g, p) for g, p in zip(gold, predicted) if g is not None]
         if scored:
             gold_accuracy = sum(g == p for g, p in scored) / len(scored)
     return AgreementReport(

@@ -423,9 +423,9 @@ def relevant(
 
 def student_logits(student: Path, task: Task, texts: list[str]) -> np.ndarray:
     """The student's logits for every text, in order."""
-    from .infer import predict_logits
+    from .runtime.infer import predict_logits
+    from .runtime.tokenizer import TextEncoder
     from .student import StudentRunner
-    from .tokenization import TextEncoder
 
     encode = TextEncoder(student / "tokenizer.json", task.student.max_length)
     return predict_logits(StudentRunner.load(student), encode, texts, batch_size=128)

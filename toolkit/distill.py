@@ -24,11 +24,11 @@ from .agreement import AgreementReport, compare
 from .data import heldout, read_inputs
 from .encoder import encoder_dir
 from .errors import InputError
-from .infer import predict_logits
 from .progress import progress
+from .runtime.infer import predict_logits
+from .runtime.tokenizer import TextEncoder, length_batches
 from .store import Pair, PairStore
 from .task import Task
-from .tokenization import TextEncoder, length_batches
 
 MIN_TRAIN_PAIRS = 20
 

@@ -1,10 +1,12 @@
 """The CI gate: re-run a package's compiled artifact on its held-out inputs and compare with the teacher.
 
-Imports no torch, transformers, teacher or trainer: a CI runner needs numpy, `tokenizers` and the
-artifact's runtime. Checks, each a JUnit test case:
+Imports no torch, transformers, pydantic, teacher or trainer, and runs on Python 3.8: a CI runner or a
+device needs numpy, `tokenizers` and the artifact's runtime. Checks, each a JUnit test case:
 
 - integrity: every file matches the manifest's SHA-256 (and the signature, with a trusted key);
-- agreement: the re-run artifact's agreement with the teacher holds under the packaged rule;
+- agreement: the artifact, re-run here through tsd_edge.runtime (or on a device over SSH, `device`), holds
+  under the rule the package was judged by (`tsd_edge.verdict`). Where its runtime is missing the check is
+  *not verified*: it fails (JUnit `skipped`) unless `accept_packaged` says to judge the packaged report;
 - regression (with a baseline package): on the same held-out inputs, the new artifact is at most
   `max_drop` below the baseline's.
 """
@@ -16,15 +18,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree as ET
+
+import numpy as np
 
 from .agreement import AgreementReport, compare
 from .errors import RuntimeMissingError
-from .exporters import get_backend
-from .exporters.base import Artifact
-from .infer import predict_logits
-from .package import Package, PackageIntegrityError, read_package
-from .tokenization import TextEncoder
+from .runtime.model import Model
+from .runtime.package import Package, PackageIntegrityError, read_package
+from .verdict import Rule, judge
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Check:
     name: str
     passed: bool
     message: str
+    skipped: bool = False  # not verified (no runtime here): reported as JUnit `skipped`, and it does not pass
 
 
 @dataclass
@@ -40,6 +44,7 @@ class GateResult:
     checks: list[Check] = field(default_factory=list)
     report: AgreementReport | None = None
     seconds: float = 0.0
+    ran_on: str = "this host"
 
     @property
     def passed(self) -> bool:
@@ -53,6 +58,7 @@ class GateResult:
             "package": self.package,
             "passed": self.passed,
             "seconds": round(self.seconds, 3),
+            "ran_on": self.ran_on,
             "checks": [c.__dict__ for c in self.checks],
             "report": self.report.to_dict() if self.report else None,
         }
@@ -70,15 +76,10 @@ class Heldout:
         return cls([r["input"] for r in rows], [r["teacher"] for r in rows], [r.get("gold") for r in rows])
 
 
-def rerun(pkg: Package, texts: list[str], threads: int | None) -> list[str]:
-    """The packaged artifact's labels for `texts`, through its own tokenizer, runtime and label map."""
-    artifact = Artifact.load_meta(pkg.file("artifact.json"))
-    artifact.path = pkg.file(artifact.path.name)
-    labels = json.loads(pkg.file("labels.json").read_text(encoding="utf-8"))
-    encode = TextEncoder(pkg.file("tokenizer.json"), pkg.manifest["max_length"])
-    with get_backend(artifact.backend).load(artifact, threads) as runner:
-        logits = predict_logits(runner, encode, texts)
-    return [labels[i] for i in logits.argmax(1)]
+def rerun(pkg: Package, texts: list[str], threads: int | None) -> tuple[np.ndarray, str]:
+    """The packaged artifact's logits for `texts` through tsd_edge.runtime, and the runtime that ran it."""
+    with Model(pkg, threads) as model:
+        return model.logits(texts), model.runtime
 
 
 def gate_package(
@@ -89,7 +90,10 @@ def gate_package(
     baseline: Path | None = None,
     max_drop: float = 0.01,
     trust: Path | None = None,
+    accept_packaged: bool = False,
+    device: Any = None,
 ) -> GateResult:
+    """Verify the package and judge its artifact's agreement, re-run here or on `device` (an SshDevice)."""
     start = time.perf_counter()
     result = GateResult(str(path))
     with tempfile.TemporaryDirectory(prefix="tsd-gate-") as tmp:
@@ -108,50 +112,72 @@ def gate_package(
             Check("integrity", True, f"{len(pkg.manifest['files'])} files match the manifest; {signed}")
         )
         m, held = pkg.manifest, Heldout.of(pkg)
-        bar = m["threshold"] if threshold is None else threshold
+        rule = Rule.from_manifest(m)
+        if threshold is not None:
+            rule.threshold = threshold
+        labels = json.loads(pkg.file("labels.json").read_text(encoding="utf-8"))
         try:
-            predicted = rerun(pkg, held.texts, threads)
+            if device is not None:
+                from .device import logits_on_device
+
+                logits, runtime = logits_on_device(device, path, held.texts, threads)
+                result.ran_on = f"{device.url} ({runtime})"
+            else:
+                logits, runtime = rerun(pkg, held.texts, threads)
+                result.ran_on = f"this host ({runtime})"
         except RuntimeMissingError as exc:
-            # No runtime here (say, a TensorRT engine on a CPU runner): judge the hash-bound report instead,
-            # and say so plainly.
-            report = AgreementReport.load(pkg.file("report.json"))
-            report.threshold, report.rule = bar, m.get("rule", "point")
-            result.report = report
-            result.checks.append(
-                Check(
-                    "agreement",
-                    report.passed,
-                    f"not re-run ({exc}); the packaged report, bound by the manifest's hash"
-                    f"{' and signature' if pkg.verified else ''}, says {report.agreement:.4f} (n={report.n}) "
-                    f"{'≥' if report.passed else '<'} threshold {bar:.3f}",
-                )
-            )
+            result.checks.append(_packaged_report(pkg, rule, str(exc), accept_packaged))
+            result.report = AgreementReport.load(pkg.file("report.json"))
+            result.ran_on = "not re-run"
             result.seconds = time.perf_counter() - start
             return result
         report = compare(
             f"gate:{m['target']}",
             held.teacher,
-            predicted,
-            threshold=bar,
-            rule=m.get("rule", "point"),
+            [labels[i] for i in logits.argmax(1)],
+            threshold=rule.threshold,
+            rule=rule.rule,
             texts=held.texts,
             gold=held.gold,
         )
         result.report = report
+        why = judge(report, rule)
         lo, hi = report.ci95
-        judged = f"lower 95% bound {lo:.4f}" if report.rule == "strict" else f"{report.agreement:.4f}"
         result.checks.append(
             Check(
                 "agreement",
-                report.passed,
-                f"agreement {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, n={report.n}): {judged} "
-                f"{'≥' if report.passed else '<'} threshold {bar:.3f}",
+                why is None,
+                f"re-run on {result.ran_on}: agreement {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, "
+                f"n={report.n}) " + ("holds under the packaged rule" if why is None else f"does not hold: {why}"),
             )
         )
         if baseline is not None:
             result.checks.append(_regression(report, baseline, held, Path(tmp) / "base", threads, max_drop, trust))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _packaged_report(pkg: Package, rule: Rule, missing: str, accept: bool) -> Check:
+    """No runtime here (say, a TensorRT engine on a CPU runner): not verified, unless the user accepts the
+    packaged report (bound by the manifest's hash) in so many words."""
+    report = AgreementReport.load(pkg.file("report.json"))
+    why = judge(report, rule)
+    says = f"the packaged report says {report.agreement:.4f} (n={report.n})"
+    if not accept:
+        return Check(
+            "agreement",
+            False,
+            f"NOT VERIFIED: the artifact was not re-run ({missing}); {says}. Re-run it where its runtime is "
+            "(`tsd-edge gate --device ssh://user@host`, or on the device), or accept the packaged report "
+            "with --accept-packaged-report",
+            skipped=True,
+        )
+    verdict = "holds" if why is None else f"does not hold: {why}"
+    return Check(
+        "agreement",
+        why is None,
+        f"NOT RE-RUN, packaged report accepted (--accept-packaged-report; {missing}): {says}, {verdict}",
+    )
 
 
 def _regression(
@@ -168,7 +194,12 @@ def _regression(
         base = read_package(baseline, dest, trust)
     except PackageIntegrityError as exc:
         return Check("regression", False, f"baseline: {exc}")
-    old = compare("baseline", held.teacher, rerun(base, held.texts, threads))
+    try:
+        logits, _ = rerun(base, held.texts, threads)
+    except RuntimeMissingError as exc:
+        return Check("regression", False, f"NOT VERIFIED: the baseline could not be re-run here ({exc})", skipped=True)
+    labels = json.loads(base.file("labels.json").read_text(encoding="utf-8"))
+    old = compare("baseline", held.teacher, [labels[i] for i in logits.argmax(1)])
     drop = old.agreement - new.agreement
     ok = drop <= max_drop
     return Check(
@@ -186,12 +217,15 @@ def write_junit(results: list[GateResult], path: Path) -> None:
         "testsuite",
         name="tsd-edge gate",
         tests=str(sum(len(r.checks) for r in results)),
-        failures=str(sum(not c.passed for r in results for c in r.checks)),
+        failures=str(sum(not c.passed and not c.skipped for r in results for c in r.checks)),
+        skipped=str(sum(c.skipped for r in results for c in r.checks)),
     )
     for r in results:
         for c in r.checks:
             case = ET.SubElement(suite, "testcase", classname=Path(r.package).name, name=c.name)
-            if not c.passed:
+            if c.skipped:
+                ET.SubElement(case, "skipped", message=c.message)
+            elif not c.passed:
                 ET.SubElement(case, "failure", message=c.message).text = c.message
             else:
                 ET.SubElement(case, "system-out").text = c.message
@@ -206,7 +240,8 @@ def markdown(results: list[GateResult]) -> str:
     for r in results:
         for c in r.checks:
             detail = c.message.replace("|", "\\|")
-            lines.append(f"| `{Path(r.package).name}` | {c.name} | {'pass' if c.passed else '**FAIL**'} | {detail} |")
+            status = "**NOT VERIFIED**" if c.skipped else ("pass" if c.passed else "**FAIL**")
+            lines.append(f"| `{Path(r.package).name}` | {c.name} | {status} | {detail} |")
     for r in results:
         if r.report and r.report.confusions:
             lines += ["", f"Most frequent disagreements in `{Path(r.package).name}` (teacher → artifact):", ""]

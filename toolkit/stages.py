@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import __version__
-from .agreement import AgreementReport, compare, inputs_needed
+from .agreement import AgreementReport, compare
 from .digest import sha256_file
 from .errors import InputError, RefusedError
 from .store import Pair, PairStore
 from .targets import Profile, load_profile
 from .task import Task
+from .verdict import Rule, judge
 
 if TYPE_CHECKING:
     from .device import SshDevice
@@ -192,7 +193,7 @@ def _agreement_line(report: AgreementReport) -> str:
 
 
 def _encoder(run: RunDir, task: Task) -> Any:
-    from .tokenization import TextEncoder
+    from .runtime.tokenizer import TextEncoder
 
     return TextEncoder(run.student / "tokenizer.json", task.student.max_length)
 
@@ -211,8 +212,8 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
         report.save(run.report("onnx"))
         return StageResult("export", True, _agreement_line(report), report)
     from .exporters.onnx import export_onnx
-    from .exporters.onnxruntime import OnnxRuntimeRunner
-    from .infer import predict_logits
+    from .runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from .runtime.infer import predict_logits
     from .student import StudentRunner
 
     with PairStore(run.pairs) as store:
@@ -261,7 +262,7 @@ def compile(
 ) -> StageResult:
     """Build the target's artifact here, or with `device` on that machine over SSH (`_compile_on_device`)."""
     from .exporters import get_backend
-    from .exporters.base import Artifact
+    from .runtime.artifact import Artifact
 
     profile = load_profile(target)
     if not run.onnx.is_file():
@@ -320,8 +321,8 @@ def _compile_on_device(
 
     from .device import build_on_device
     from .device.ssh import import_asyncssh
-    from .exporters.base import Artifact
-    from .tokenization import length_batches
+    from .runtime.artifact import Artifact
+    from .runtime.tokenizer import length_batches
 
     import_asyncssh()  # before any work: without it, say which extra to install
     out = run.compiled(profile.name)
@@ -403,8 +404,8 @@ def _predict(
 ) -> AgreementReport:
     """Lower the ONNX to the target's precision and run it in ONNX Runtime here: the agreement the device
     check must later confirm (reports/<target>-predicted.json)."""
-    from .exporters.onnxruntime import OnnxRuntimeRunner
-    from .infer import predict_logits
+    from .runtime.backends.onnxruntime import OnnxRuntimeRunner
+    from .runtime.infer import predict_logits
 
     stage = f"{profile.name}-predicted"
     if not force and run.up_to_date(f"lower-{profile.name}", key, run.report(stage)):
@@ -428,9 +429,9 @@ def _predict(
 
 
 def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> StageResult:
-    from .exporters import get_backend
-    from .exporters.base import Artifact
-    from .infer import predict_logits
+    from .runtime.artifact import Artifact
+    from .runtime.backends import open_runner
+    from .runtime.infer import predict_logits
 
     profile = load_profile(target)
     meta = run.compiled(profile.name) / "artifact.json"
@@ -455,7 +456,7 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
         where = {k: device_run[k] for k in ("runtime", "providers", "device", "where")}
         where["ran_on"] = f"the device, over SSH ({device_run['device']}): logits computed there at compile time"
     else:
-        with get_backend(artifact.backend).load(artifact, profile.threads) as runner:
+        with open_runner(artifact, profile.threads) as runner:
             logits = predict_logits(runner, _encoder(run, task), texts)
             where = {"ran_on": "this host"}
             if getattr(runner, "providers", None):
@@ -497,40 +498,37 @@ def _check_line(report: AgreementReport, task: Task) -> str:
     )
 
 
-def verdict(task: Task, run: RunDir, report: AgreementReport) -> str | None:
-    """Why the compiled artifact may not ship, or None when it may."""
+def rule_of(task: Task, run: RunDir) -> Rule:
+    """The task's agreement rule, with the fp32 student's agreement that `max_drop` is measured from."""
     spec = task.agreement
-    if report.n < spec.min_n:
-        return f"only {report.n} held-out inputs, agreement.min_n is {spec.min_n}: add inputs or raise split.heldout"
-    if not report.passed:
-        if spec.rule == "strict":
-            need = inputs_needed(report.agreement, spec.threshold)
-            more = f"; about {need} held-out inputs would let {report.agreement:.4f} clear it" if need else ""
-            return (
-                f"the lower 95% bound of agreement, {report.ci95[0]:.4f} (n={report.n}), is under the threshold "
-                f"{spec.threshold} (rule: strict){more}"
-            )
-        return f"agreement {report.agreement:.4f} is under the threshold {spec.threshold}"
     student = run.report("student")
-    if spec.max_drop is not None and student.is_file():
-        drop = AgreementReport.load(student).agreement - report.agreement
-        if drop > spec.max_drop:
-            return f"agreement fell {drop:.4f} from the fp32 student, over agreement.max_drop={spec.max_drop}"
-    return None
+    return Rule(
+        threshold=spec.threshold,
+        rule=spec.rule,
+        min_n=spec.min_n,
+        max_drop=spec.max_drop,
+        student_agreement=AgreementReport.load(student).agreement if student.is_file() else None,
+    )
+
+
+def verdict(task: Task, run: RunDir, report: AgreementReport) -> str | None:
+    """Why the compiled artifact may not ship, or None when it may (the rule the gate re-applies)."""
+    return judge(report, rule_of(task, run))
 
 
 # -- package ---------------------------------------------------------------------------------------
 
 
 def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -> StageResult:
-    from .exporters.base import Artifact
-    from .package import versions, write_package
+    from .runtime.artifact import Artifact
+    from .runtime.package import versions, write_package
 
     profile = load_profile(target)
     if not run.report(profile.name).is_file():
         raise InputError(f"no check for {profile.name}: run `tsd-edge check --target {profile.name}` first")
     report = AgreementReport.load(run.report(profile.name))
-    why = verdict(task, run, report)
+    rule = rule_of(task, run)
+    why = judge(report, rule)
     if why:
         raise RefusedError(f"not packaged: {why}")
     artifact = Artifact.load_meta(run.compiled(profile.name) / "artifact.json")
@@ -558,6 +556,7 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
         "max_length": task.student.max_length,
         "threshold": task.agreement.threshold,
         "rule": task.agreement.rule,
+        "verdict": rule.to_dict(),  # everything the gate needs to judge a re-run as this package was judged
         "agreement": report.agreement,
         "n": report.n,
         "teacher": teacher_fp,

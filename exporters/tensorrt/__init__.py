@@ -2,7 +2,7 @@
 
     lower(onnx, profile, calibration, workdir)   host: model.<precision>.onnx (FP16 / INT8 Q/DQ) + trtexec.txt
     build(onnx, profile, calibration, workdir)   device: model.engine + timing.cache, metadata in the artifact
-    load(artifact) -> TensorRTRunner             device: execute_async_v3
+    (running it: tsd_edge.runtime.backends.tensorrt, the one TensorRT runner)
 
 An engine runs only on the GPU model and TensorRT version that built it, so a `build_on: device`
 profile (every Jetson) is built on the device itself; the host refuses with the reason and the
@@ -16,7 +16,6 @@ import json
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ...digest import sha256_file
 from ...errors import InputError
@@ -24,9 +23,6 @@ from ...targets import Profile
 from ..base import Artifact, Batch
 from ..lowering import Lowered, lower
 from .loader import BuildSettings, build_engine, import_tensorrt, trtexec_line
-
-if TYPE_CHECKING:
-    from .runner import TensorRTRunner
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 
@@ -68,7 +64,7 @@ class TensorRTBackend:
         import_tensorrt()
         import tensorrt as trt
 
-        from .runner import device_facts
+        from ...runtime.backends.tensorrt import device_facts
 
         why = self.refusal(profile)
         if why:
@@ -101,11 +97,6 @@ class TensorRTBackend:
             **lowered.details,
         }
         return Artifact(backend=self.name, path=engine, precision=profile.precision, build=meta)
-
-    def load(self, artifact: Artifact, threads: int | None = None) -> TensorRTRunner:
-        from .runner import TensorRTRunner
-
-        return TensorRTRunner(artifact.path)
 
 
 __all__ = ["BuildSettings", "TensorRTBackend"]

@@ -15,7 +15,7 @@ def flops_fn(spec: dict, task: Any, run: Any) -> Callable[[list[str]], float] | 
     2 × L² × hidden per sequence for each MatMul of two activations (attention scores, and their product
     with V), plus each Gemm (the head) once per sequence. The teacher's terms come from its config.json by
     the same rule, its lengths from its own tokenizer. Integer ops count as FLOPs."""
-    from ..tokenization import TextEncoder, length_batches
+    from ..runtime.tokenizer import TextEncoder, length_batches
 
     if spec["kind"] == "teacher":
         if task.teacher.kind != "embedding":

@@ -168,7 +168,7 @@ def bench(
 
 def _systems(task: Any, run: Any, targets: list[str] | None, threads: int) -> tuple[list[dict], list[dict]]:
     from ..digest import sha256_file
-    from ..exporters.base import Artifact
+    from ..runtime.artifact import Artifact
     from ..targets import load_profile
 
     common = {"task": str(Path(task.source).resolve()) if task.source else "", "threads": threads}

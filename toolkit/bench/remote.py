@@ -39,7 +39,7 @@ WATTS_SOURCE = {
 def plan(specs: list[dict], device: Any) -> tuple[list[dict], list[dict], list[dict]]:
     """(systems measured here, systems measured on `device`, skipped). The local ones' runtime says "on this
     host"; each device system is its compiled spec renamed `<target>@<host>`, with the files to upload."""
-    from ..exporters.base import Artifact
+    from ..runtime.artifact import Artifact
 
     local: list[dict] = []
     remote: list[dict] = []
@@ -99,7 +99,7 @@ def measure(
     from ..device.protocol import write_bench_inputs
     from ..device.remote import BenchJob, bench_on_device
     from ..device.ssh import import_asyncssh
-    from ..tokenization import TextEncoder, length_batches
+    from ..runtime.tokenizer import TextEncoder, length_batches
 
     import_asyncssh()  # before any work: without it, say which extra to install
     encode = TextEncoder(run.student / "tokenizer.json", task.student.max_length)

@@ -109,8 +109,8 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | 
             _ = teacher.prototypes
             params = sum(p.numel() for p in load_encoder(teacher.model).parameters())
         return (lambda texts: [r.label for r in teacher.answer(texts)]), None, params
-    from ..infer import predict_logits
-    from ..tokenization import TextEncoder
+    from ..runtime.infer import predict_logits
+    from ..runtime.tokenizer import TextEncoder
 
     if spec["kind"] == "student":
         from ..student import StudentRunner, count_parameters
@@ -121,12 +121,12 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | 
         encode = TextEncoder(folder / "tokenizer.json", spec["max_length"])
         labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     else:
-        from ..exporters import get_backend
-        from ..exporters.base import Artifact
+        from ..runtime.artifact import Artifact
+        from ..runtime.backends import open_runner
 
         params = None
         if spec.get("package"):
-            from ..package import read_package
+            from ..runtime.package import read_package
 
             pkg = read_package(Path(spec["package"]), Path(spec["scratch"]) / "package")  # removed by the parent
             artifact = Artifact.load_meta(pkg.file("artifact.json"))
@@ -135,7 +135,7 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | 
         else:
             artifact = Artifact.load_meta(Path(spec["artifact"]))
             tokenizer, label_file = Path(spec["student"]) / "tokenizer.json", Path(spec["student"]) / "labels.json"
-        runner = get_backend(artifact.backend).load(artifact, threads)
+        runner = open_runner(artifact, threads)
         encode = TextEncoder(tokenizer, spec["max_length"])
         labels = json.loads(label_file.read_text(encoding="utf-8"))
     timed = _Timed(runner)

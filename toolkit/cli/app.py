@@ -3,13 +3,18 @@
 Exit codes: 0 success; 1 a check did not hold; 2 bad input; 3 refused to package; 4 missing runtime.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Callable, Optional, Tuple
 
 import typer
+
+# This module runs on Python 3.8 (the device side's CLI), and typer evaluates these annotations at run time:
+# typing.Optional, not `X | None`; Annotated from typing_extensions before 3.9.
+if sys.version_info >= (3, 9):
+    from typing import Annotated
+else:  # pragma: no cover - exercised by tests/test_old_pythons.py
+    from typing_extensions import Annotated
 
 app = typer.Typer(
     name="tsd-edge",
@@ -21,14 +26,14 @@ app = typer.Typer(
 )
 
 TaskArg = Annotated[Path, typer.Argument(help="the task file (task.yaml)")]
-Workdir = Annotated[Path | None, typer.Option("--workdir", "-w", help="run directory [default: runs/<task>]")]
+Workdir = Annotated[Optional[Path], typer.Option("--workdir", "-w", help="run directory [default: runs/<task>]")]
 Target = Annotated[str, typer.Option("--target", "-t", help="target profile name or YAML file (see `profiles`)")]
 Force = Annotated[bool, typer.Option("--force", help="redo the stage even if its inputs did not change")]
 Identity = Annotated[
-    Path | None, typer.Option(help="--device: the SSH private key (default: ssh-agent and ~/.ssh keys)")
+    Optional[Path], typer.Option(help="--device: the SSH private key (default: ssh-agent and ~/.ssh keys)")
 ]
 KnownHosts = Annotated[
-    Path | None,
+    Optional[Path],
     typer.Option(help="--device: known_hosts file with the device's host key (default: ~/.ssh/known_hosts)"),
 ]
 
@@ -50,7 +55,7 @@ def console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False)
 
 
-def guard(fn: Callable[[], int | None]) -> None:
+def guard(fn: Callable[[], Optional[int]]) -> None:
     """Run a command body; turn tsd-edge errors into one line on stderr and their exit code."""
     from rich.markup import escape
 
@@ -71,7 +76,7 @@ def guard(fn: Callable[[], int | None]) -> None:
     raise typer.Exit(code)
 
 
-def load(task_path: Path, workdir: Path | None) -> tuple[Any, Any]:
+def load(task_path: Path, workdir: Optional[Path]) -> Tuple[Any, Any]:
     """The task and its run directory."""
     from ..stages import RunDir
     from ..task import load_task

@@ -1,38 +1,71 @@
 """Packages in CI: the gate, and the keys packages are signed with."""
 
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import List, Optional
 
 import typer
 
-from .app import SHIP, app, console, guard
+from .app import SHIP, Annotated, Identity, KnownHosts, app, console, guard
+
+# typer evaluates these annotations at run time and this module runs on Python 3.8: Optional/List, no
+# `from __future__ import annotations`
 
 
 @app.command(rich_help_panel=SHIP)
 def gate(
-    packages: Annotated[list[Path], typer.Argument(help="one or more .tsdpkg files")],
-    baseline: Annotated[Path | None, typer.Option(help="fail if agreement dropped against this package")] = None,
+    packages: Annotated[List[Path], typer.Argument(help="one or more .tsdpkg files")],
+    baseline: Annotated[Optional[Path], typer.Option(help="fail if agreement dropped against this package")] = None,
     max_drop: Annotated[float, typer.Option(help="largest drop allowed against --baseline")] = 0.01,
-    trust: Annotated[Path | None, typer.Option(help="ed25519 public key the packages must be signed with")] = None,
-    threshold: Annotated[float | None, typer.Option(help="override the packaged threshold")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = Path("tsd-gate.json"),
-    junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = Path("tsd-gate.junit.xml"),
+    trust: Annotated[Optional[Path], typer.Option(help="ed25519 public key the packages must be signed with")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="override the packaged threshold")] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(help="re-run the artifact on this device over SSH (ssh://user@host[:port]), as it will run there"),
+    ] = None,
+    identity: Identity = None,
+    known_hosts: KnownHosts = None,
+    accept_packaged_report: Annotated[
+        bool,
+        typer.Option(
+            "--accept-packaged-report",
+            help="where the artifact cannot be re-run (no runtime here, no --device), judge the packaged report "
+            "instead of failing as not verified",
+        ),
+    ] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the JSON report here")] = Path(
+        "tsd-gate.json"
+    ),
+    junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML here")] = Path("tsd-gate.junit.xml"),
     summary: Annotated[
-        Path | None, typer.Option(help="append a Markdown summary here [default: $GITHUB_STEP_SUMMARY when set]")
+        Optional[Path], typer.Option(help="append a Markdown summary here [default: $GITHUB_STEP_SUMMARY when set]")
     ] = None,
     threads: Annotated[int, typer.Option(help="inference threads")] = 1,
 ) -> None:
-    """CI gate: verify each package and re-run its artifact on its held-out inputs; exit 1 if any fails."""
+    """CI gate: verify each package and re-run its artifact on its held-out inputs; exit 1 if any fails.
+    An artifact that cannot be re-run here (or on --device) is NOT VERIFIED and fails the gate."""
 
     def body() -> int:
         from ..gate import gate_package, markdown, write_junit
 
+        target = None
+        if device is not None:
+            from ..device import SshDevice
+
+            target = SshDevice.parse(device, identity, known_hosts)
         results = [
-            gate_package(p, threshold, threads, baseline=baseline, max_drop=max_drop, trust=trust) for p in packages
+            gate_package(
+                p,
+                threshold,
+                threads,
+                baseline=baseline,
+                max_drop=max_drop,
+                trust=trust,
+                accept_packaged=accept_packaged_report,
+                device=target,
+            )
+            for p in packages
         ]
         out = console()
         for r in results:

@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .digest import sha256_bytes
-from .errors import InputError, TsdEdgeError
+from ..digest import sha256_bytes
+from ..errors import InputError, TsdEdgeError
 
 SCHEMA = "tsd-edge/package/1"
 MANIFEST = "manifest.json"
@@ -72,7 +72,7 @@ def write_package(out: Path, files: dict[str, bytes], manifest: dict[str, Any], 
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
     members = {MANIFEST: manifest_bytes, **files}
     if sign_key is not None:
-        from .signing import sign
+        from ..signing import sign
 
         members[SIGNATURE] = sign(manifest_bytes, sign_key)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def read_package(path: Path, dest: Path, trust: Path | None = None) -> Package:
     signature = contents.pop(SIGNATURE, None)
     verified = False
     if trust is not None:
-        from .signing import verify
+        from ..signing import verify
 
         if signature is None:
             raise PackageIntegrityError(f"{path}: not signed, but a trusted key was given (sign with package --sign)")

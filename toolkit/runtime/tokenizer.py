@@ -1,6 +1,6 @@
 """Text to model inputs with the `tokenizers` library alone (no transformers, no torch).
 
-Used in training, calibration, checks and the gate, so every stage tokenizes the same way.
+Used in training, calibration, checks, the gate and on the device, so every place tokenizes the same way.
 The teacher's tokenizer.json pads every input to 128 tokens; that padding is switched off here
 and each batch is padded to its own longest input instead (most task inputs are short).
 """
@@ -8,6 +8,7 @@ and each batch is padded to its own longest input instead (most task inputs are 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -25,9 +26,9 @@ class TextEncoder:
         """Token ids and attention mask, padded to the longest text (or to `pad_to`)."""
         return self.pad(self.ids(texts), pad_to)
 
-    def ids(self, texts: list[str]) -> list[list[int]]:
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, unpadded (tokenize once, then `pad` any grouping of them)."""
-        return [e.ids for e in self.tokenizer.encode_batch(texts)]
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
     @staticmethod
     def pad(rows: list[list[int]], pad_to: int | None = None) -> dict[str, np.ndarray]:

@@ -1,0 +1,71 @@
+"""`tsd-edge predict PKG [TEXT ...]`: answer queries with a package, one JSON line per input."""
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from .app import SHIP, Annotated, app, guard
+
+# typer evaluates these annotations at run time and this module runs on Python 3.8: Optional/List, no
+# `from __future__ import annotations`
+
+
+def read_inputs(stream: "typer.FileText") -> Iterator[str]:
+    """Texts from a stream: JSON lines with a "text" field, or plain lines (blank lines skipped)."""
+    from ..errors import InputError
+
+    for number, line in enumerate(stream, 1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("{"):
+            try:
+                row = json.loads(stripped)
+            except ValueError:
+                raise InputError(f'stdin line {number}: not valid JSON: give {{"text": ...}} or a plain line') from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise InputError(f'stdin line {number}: a JSON line needs a "text" string field')
+            yield row["text"]
+        else:
+            yield line.rstrip("\n")
+
+
+@app.command(rich_help_panel=SHIP)
+def predict(
+    package: Annotated[Path, typer.Argument(help="the .tsdpkg to answer with")],
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="texts to classify [default: one per line on stdin]")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="also list the K most likely labels")] = 1,
+    trust: Annotated[Path | None, typer.Option(help="ed25519 public key the package must be signed with")] = None,
+    threads: Annotated[int | None, typer.Option(help="inference threads [default: the runtime's]")] = None,
+    batch_size: Annotated[int, typer.Option(help="texts per model call when reading stdin")] = 64,
+) -> None:
+    """Answer TEXT... (or stdin: JSON lines with "text", or plain lines) with the package's artifact: one JSON
+    line per input with the label, its score and the package's name and target."""
+
+    def body() -> None:
+        from ..runtime import load
+
+        with load(package, trust=trust, threads=threads) as model:
+            source = {"package": model.name, "target": model.target}
+            out = sys.stdout
+            chunk: list[str] = []
+
+            def flush() -> None:
+                for text, pred in zip(chunk, model.predict(chunk, top_k=top_k)):
+                    out.write(json.dumps({"text": text, **pred.to_dict(), **source}, ensure_ascii=False) + "\n")
+                out.flush()
+                chunk.clear()
+
+            for text in texts if texts else read_inputs(sys.stdin):  # type: ignore[arg-type]
+                chunk.append(text)
+                if len(chunk) >= batch_size:
+                    flush()
+            if chunk:
+                flush()
+
+    guard(body)

@@ -1,0 +1,148 @@
+"""A package, opened to answer queries: `tsd_edge.load("x.tsdpkg").predict(["text", ...])`.
+
+Opening verifies the package exactly as the gate does (every file's SHA-256 against the manifest, the
+signature with `trust`), then tokenizes with the package's own tokenizer (truncated to the length the
+student was trained with) and runs its artifact through the one runner of its backend.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .artifact import Artifact, Runner
+from .backends import open_runner
+from .infer import predict_logits
+from .package import Package, read_package
+from .tokenizer import TextEncoder
+
+MAX_TEXT_CHARS = 100_000  # far past any max_length; bounds the tokenizer's work on hostile input
+
+
+@dataclass
+class Prediction:
+    """One answer: the label, its probability (softmax of the logits), and the top-k labels."""
+
+    label: str
+    score: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": self.label, "score": round(self.score, 6)}
+        if self.top_k:
+            out["top_k"] = [{"label": lab, "score": round(s, 6)} for lab, s in self.top_k]
+        return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+
+
+def check_texts(texts: Any) -> list[str]:
+    """The inputs as a list of non-empty strings, or InputError saying which one is wrong and why."""
+    if isinstance(texts, str):
+        raise InputError("give a list of texts, not one string: predict([text])")
+    try:
+        items = list(texts)
+    except TypeError:
+        raise InputError(f"texts must be a list of strings, not {type(texts).__name__}") from None
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            raise InputError(f"text {i} is a {type(text).__name__}, not a string: give text")
+        if not text.strip():
+            raise InputError(f"text {i} is empty: give text to classify")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InputError(f"text {i} has {len(text)} characters, over the limit of {MAX_TEXT_CHARS}: shorten it")
+    return items
+
+
+class Model:
+    """A verified package with its runner loaded. Use as a context manager, or call `close()`."""
+
+    def __init__(self, package: Package, threads: int | None = None, *, owns: Path | None = None) -> None:
+        self.package = package
+        self.manifest = package.manifest
+        self.name: str = self.manifest["task"]
+        self.target: str = self.manifest["target"]
+        self.kind: str = self.manifest.get("kind", "classify")
+        self.labels: list[str] = json.loads(package.file("labels.json").read_text(encoding="utf-8"))
+        self.max_length: int = int(self.manifest["max_length"])
+        self.encoder = TextEncoder(package.file("tokenizer.json"), self.max_length)
+        self.artifact = Artifact.load_meta(package.file("artifact.json"))
+        self.artifact.path = package.file(self.artifact.path.name)
+        self.runner: Runner = open_runner(self.artifact, threads)
+        self._owns = owns
+
+    @property
+    def runtime(self) -> str:
+        return str(getattr(self.runner, "runtime", self.artifact.backend))
+
+    def logits(self, texts: Sequence[str], batch_size: int = 16) -> np.ndarray:
+        """Raw logits, one row per text, in input order."""
+        items = check_texts(texts)
+        if not items:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return predict_logits(self.runner, self.encoder, items, batch_size=batch_size)
+
+    def predict(self, texts: Sequence[str], top_k: int = 1, batch_size: int = 16) -> list[Prediction]:
+        """The label and its probability for each text; `top_k` > 1 also lists the runners-up."""
+        if top_k < 1:
+            raise InputError(f"top_k must be at least 1, not {top_k}")
+        probs = softmax(self.logits(texts, batch_size))
+        k = min(top_k, len(self.labels))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        out = []
+        for row, idx in zip(probs, order):
+            top = [(self.labels[int(i)], float(row[int(i)])) for i in idx]
+            out.append(Prediction(top[0][0], top[0][1], top if top_k > 1 else []))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to know about the model (serve's metadata endpoints, predict's output)."""
+        return {
+            "name": self.name,
+            "target": self.target,
+            "kind": self.kind,
+            "backend": self.artifact.backend,
+            "precision": self.artifact.precision,
+            "runtime": self.runtime,
+            "labels": len(self.labels),
+            "max_length": self.max_length,
+            "agreement": self.manifest.get("agreement"),
+            "threshold": self.manifest.get("threshold"),
+            "signed": self.package.signed,
+            "verified_signature": self.package.verified,
+        }
+
+    def close(self) -> None:
+        self.runner.__exit__(None, None, None)
+        if self._owns is not None:
+            shutil.rmtree(self._owns, ignore_errors=True)
+            self._owns = None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load(path: str | Path, *, trust: str | Path | None = None, threads: int | None = None) -> Model:
+    """Open and verify a .tsdpkg and load its artifact. `trust`: a public key the package must be signed with.
+    Raises InputError (not a package) or PackageIntegrityError (changed, or not signed with `trust`)."""
+    tmp = Path(tempfile.mkdtemp(prefix="tsd-model-"))
+    try:
+        pkg = read_package(Path(path), tmp, Path(trust) if trust else None)
+        return Model(pkg, threads, owns=tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
