@@ -151,6 +151,8 @@ def gate_package(
                 f"n={report.n}) " + ("holds under the packaged rule" if why is None else f"does not hold: {why}"),
             )
         )
+        if "deferral" in m:
+            result.checks.append(_deferral(pkg, logits, [labels[i] for i in logits.argmax(1)], held))
         if baseline is not None:
             result.checks.append(_regression(report, baseline, held, Path(tmp) / "base", threads, max_drop, trust))
     result.seconds = time.perf_counter() - start
@@ -177,6 +179,24 @@ def _packaged_report(pkg: Package, rule: Rule, missing: str, accept: bool) -> Ch
         "agreement",
         why is None,
         f"NOT RE-RUN, packaged report accepted (--accept-packaged-report; {missing}): {says}, {verdict}",
+    )
+
+
+def _deferral(pkg: Package, logits: np.ndarray, predicted: list[str], held: Heldout) -> Check:
+    """The hybrid system's rule on the re-run answers: answered agreement at τ (its lower bound at the packaged
+    confidence) still meets the target, and coverage fell no more than allowed."""
+    from .deferral import Deferral, recheck
+
+    shipped = Deferral.from_dict(json.loads(pkg.file("deferral.json").read_text(encoding="utf-8")))
+    why = recheck(shipped, logits, predicted, held.teacher, pkg.manifest["deferral"].get("max_coverage_drop", 0.05))
+    if shipped.threshold is None:
+        return Check("deferral", True, "no threshold was promised: every input goes to the teacher")
+    ok = why is None
+    return Check(
+        "deferral",
+        ok,
+        f"answers when {shipped.measure} ≥ {shipped.threshold:.4f}: "
+        + ("answered agreement and coverage hold" if ok else str(why)),
     )
 
 

@@ -536,6 +536,7 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
     with PairStore(run.pairs) as store:
         held = _heldout(store, teacher_fp)
     heldout = "".join(json.dumps({"input": p.input, "teacher": p.label, "gold": p.gold}) + "\n" for p in held)
+    deferral = _deferral(task, run, artifact, held) if task.deploy else None
     files = {
         artifact.path.name: artifact.path.read_bytes(),
         **{name: (artifact.path.parent / name).read_bytes() for name in artifact.extra_files},
@@ -547,6 +548,8 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
         "report.json": run.report(profile.name).read_bytes(),
         "MODEL_CARD.md": _model_card(task, profile, report, artifact).encode(),
     }
+    if deferral is not None:
+        files["deferral.json"] = json.dumps(deferral.to_dict(), indent=2).encode()
     manifest = {
         "task": task.name,
         "target": profile.name,
@@ -564,9 +567,61 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
         "report_sha256": sha256_file(run.report(profile.name)),
         "versions": {"tsd-edge": __version__, **versions("onnxruntime", "onnx", "torch", "transformers", "tokenizers")},
     }
+    if deferral is not None:  # what the runtime applies, and what the gate re-checks
+        manifest["deferral"] = {
+            "measure": deferral.measure,
+            "threshold": deferral.threshold,
+            "target": deferral.target,
+            "confidence": deferral.confidence,
+            "max_coverage_drop": task.deploy.max_coverage_drop if task.deploy else 0.05,
+        }
     out = write_package(run.dist / f"{task.name}-{profile.name}.tsdpkg", files, manifest, sign_key=sign)
-    return StageResult(
-        f"package {profile.name}", False, f"{out} ({out.stat().st_size / 1e6:.1f} MB)", data={"path": str(out)}
+    line = f"{out} ({out.stat().st_size / 1e6:.1f} MB)"
+    if deferral is not None:
+        line += "; " + _deferral_line(deferral)
+    return StageResult(f"package {profile.name}", False, line, data={"path": str(out)})
+
+
+def _deferral(task: Task, run: RunDir, artifact: Any, held: list[Pair]) -> Any:
+    """Calibrate the hybrid system's threshold on the compiled artifact's own held-out answers, run through
+    the runtime that will run it on the device (toolkit/deferral.py); saved as reports/<target>-deferral.json."""
+    from .deferral import calibrate
+    from .runtime.backends import open_runner
+    from .runtime.infer import predict_logits
+
+    assert task.deploy is not None
+    labels = _labels(run)
+    texts = [p.input for p in held]
+    with open_runner(artifact, None) as runner:
+        logits = predict_logits(runner, _encoder(run, task), texts)
+    spec = task.deploy
+    deferral = calibrate(
+        logits,
+        [labels[i] for i in logits.argmax(1)],
+        [p.label for p in held],  # type: ignore[misc]
+        texts,
+        target=spec.answered_agreement,
+        confidence=spec.confidence,
+        min_coverage=spec.min_coverage,
+        measure=spec.measure,
+    )
+    path = run.reports / f"{artifact.build.get('profile', artifact.backend)}-deferral.json"
+    path.write_text(json.dumps(deferral.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return deferral
+
+
+def _deferral_line(d: Any) -> str:
+    if d.threshold is None:
+        return (
+            f"deferral: no threshold reaches answered agreement {d.target} with {d.confidence:.0%} confidence "
+            f"(best lower bound {d.bound:.3f}): every input would go to the teacher"
+        )
+    ev = d.evaluation
+    useful = "" if d.useful else f" — under deploy.min_coverage={d.min_coverage}: not useful as a hybrid"
+    return (
+        f"deferral: answers when {d.measure} ≥ {d.threshold:.4f}; on held-out inputs it was not chosen on: "
+        f"coverage {ev['coverage']:.3f}, answered agreement {ev['answered_agreement'] or 0:.4f} "
+        f"(n={ev['n']}; target {d.target}, {d.confidence:.0%} bound on the calibration half {d.bound:.4f}){useful}"
     )
 
 

@@ -245,6 +245,18 @@ class AgreementSpec(_Strict):
     min_n: int = Field(default=50, ge=1)
 
 
+class DeploySpec(_Strict):
+    """The hybrid system (docs/deploy.md): the package's student answers when its confidence clears a threshold
+    chosen at package time so that, with probability `confidence`, its agreement on the inputs it answers is
+    at least `answered_agreement`; the rest go to the teacher."""
+
+    answered_agreement: float = Field(ge=0, le=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    min_coverage: float = Field(default=0.5, ge=0, le=1, description="below this share answered, say it is not useful")
+    max_coverage_drop: float = Field(default=0.05, ge=0, le=1, description="the gate's allowance for lost coverage")
+    measure: Literal["probability", "margin"] | None = Field(default=None, description="None: the better of the two")
+
+
 class AutoSpec(_Strict):
     """`tsd-edge auto`: ask the teacher only for the inputs the student needs (see docs/auto.md)."""
 
@@ -270,6 +282,7 @@ class Task(_Strict):
     student: StudentSpec = StudentSpec()
     training: TrainingSpec = TrainingSpec()
     agreement: AgreementSpec = AgreementSpec()
+    deploy: DeploySpec | None = None
     targets: list[str] = Field(default_factory=lambda: ["cpu-x86"])
     auto: AutoSpec = AutoSpec()
 

@@ -33,9 +33,19 @@ class Prediction:
     label: str
     score: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    # with a deferral rule in the package (the hybrid system): who answers, and the confidence it was judged on.
+    # "deferred": the student is not sure and no teacher was configured; the caller decides
+    source: str = "student"
+    confidence: float | None = None
+
+    @property
+    def deferred(self) -> bool:
+        return self.source == "deferred"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "score": round(self.score, 6)}
+        if self.confidence is not None:
+            out.update(source=self.source, confidence=round(self.confidence, 6))
         if self.top_k:
             out["top_k"] = [{"label": lab, "score": round(s, 6)} for lab, s in self.top_k]
         return out
@@ -80,6 +90,7 @@ class Model:
         self.artifact = Artifact.load_meta(package.file("artifact.json"))
         self.artifact.path = package.file(self.artifact.path.name)
         self.runner: Runner = open_runner(self.artifact, threads)
+        self.deferral: dict[str, Any] | None = self.manifest.get("deferral")
         self._owns = owns
 
     @property
@@ -97,13 +108,23 @@ class Model:
         """The label and its probability for each text; `top_k` > 1 also lists the runners-up."""
         if top_k < 1:
             raise InputError(f"top_k must be at least 1, not {top_k}")
-        probs = softmax(self.logits(texts, batch_size))
+        logits = self.logits(texts, batch_size)
+        probs = softmax(logits)
         k = min(top_k, len(self.labels))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        conf: list[float | None] = [None] * len(probs)
+        sure = [True] * len(probs)
+        if self.deferral is not None and len(probs):
+            from ..deferral import confidences
+
+            tau = self.deferral["threshold"]
+            conf = [float(c) for c in confidences(logits, self.deferral["measure"])]
+            sure = [tau is not None and c >= tau for c in conf]  # type: ignore[operator]
         out = []
-        for row, idx in zip(probs, order):
+        for row, idx, c, ok in zip(probs, order, conf, sure):
             top = [(self.labels[int(i)], float(row[int(i)])) for i in idx]
-            out.append(Prediction(top[0][0], top[0][1], top if top_k > 1 else []))
+            source = "student" if ok else "deferred"
+            out.append(Prediction(top[0][0], top[0][1], top if top_k > 1 else [], source=source, confidence=c))
         return out
 
     def describe(self) -> dict[str, Any]:
