@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -42,3 +43,20 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Ran]
     task = write_slice(folder)
     workdir = folder / "run"
     return task, workdir, tsd("run", task, "--workdir", workdir)
+
+
+@pytest.fixture(scope="session")
+def hybrid_package(pipeline: tuple[Path, Path, Ran], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The end-to-end run's package again, with a `deploy:` rule (package is the only stage it changes)."""
+    task, workdir, ran = pipeline
+    assert ran.code == 0, ran.err[-2000:]
+    folder = tmp_path_factory.mktemp("hybrid")
+    shutil.copytree(task.parent / "data", folder / "data")
+    shutil.copytree(workdir, folder / "run")
+    hybrid_task = folder / "task.yaml"
+    text = task.read_text(encoding="utf-8") + "deploy: {answered_agreement: 0.8, confidence: 0.8, min_coverage: 0.3}\n"
+    hybrid_task.write_text(text, encoding="utf-8")
+    packaged = tsd("package", hybrid_task, "--workdir", folder / "run")
+    assert packaged.code == 0, packaged.out + packaged.err
+    assert "deferral: answers when" in packaged.out
+    return hybrid_task, folder / "run" / "dist" / "bank-slice-cpu-x86.tsdpkg"

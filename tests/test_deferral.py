@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Ran, tsd
+from conftest import tsd
 from tsd_edge.deferral import (
     Deferral,
     aurc,
@@ -97,27 +96,10 @@ def test_confidence_measures_and_the_choice_between_them() -> None:
     assert aurc(np.array([1.0, 0.0]), np.array([1.0, 0.0])) < aurc(np.array([0.0, 1.0]), np.array([1.0, 0.0]))
 
 
-@pytest.fixture(scope="module")
-def hybrid(pipeline: tuple[Path, Path, Ran], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The end-to-end run's package again, with a `deploy:` rule (package is the only stage it changes)."""
-    task, workdir, ran = pipeline
-    assert ran.code == 0, ran.err[-2000:]
-    folder = tmp_path_factory.mktemp("hybrid")
-    shutil.copytree(task.parent / "data", folder / "data")
-    shutil.copytree(workdir, folder / "run")
-    hybrid_task = folder / "task.yaml"
-    text = task.read_text(encoding="utf-8") + "deploy: {answered_agreement: 0.8, confidence: 0.8, min_coverage: 0.3}\n"
-    hybrid_task.write_text(text, encoding="utf-8")
-    packaged = tsd("package", hybrid_task, "--workdir", folder / "run")
-    assert packaged.code == 0, packaged.out + packaged.err
-    assert "deferral: answers when" in packaged.out
-    return hybrid_task, folder / "run" / "dist" / "bank-slice-cpu-x86.tsdpkg"
-
-
-def test_package_predict_and_gate_carry_the_deferral_rule(hybrid: tuple[Path, Path], tmp_path: Path) -> None:
+def test_package_predict_and_gate_carry_the_deferral_rule(hybrid_package: tuple[Path, Path], tmp_path: Path) -> None:
     from tsd_edge.runtime import load
 
-    _, pkg = hybrid
+    _, pkg = hybrid_package
     with load(pkg) as model:
         rule = model.manifest["deferral"]
         shipped = Deferral.from_dict(json.loads(model.package.file("deferral.json").read_text(encoding="utf-8")))
@@ -137,11 +119,11 @@ def test_package_predict_and_gate_carry_the_deferral_rule(hybrid: tuple[Path, Pa
     assert checks["deferral"]["passed"]
 
 
-def test_gate_fails_a_deferral_rule_that_does_not_hold(hybrid: tuple[Path, Path], tmp_path: Path) -> None:
+def test_gate_fails_a_deferral_rule_that_does_not_hold(hybrid_package: tuple[Path, Path], tmp_path: Path) -> None:
     """The same artifact with a rule that promises more than it gives: answered agreement 0.999 at τ = 0."""
     from tsd_edge.runtime.package import read_package, write_package
 
-    _, pkg = hybrid
+    _, pkg = hybrid_package
     src = read_package(pkg, tmp_path / "src")
     files = {name: src.file(name).read_bytes() for name in src.manifest["files"]}
     rule = json.loads(files["deferral.json"])

@@ -2,8 +2,8 @@
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Iterator, List, Optional
 
 import typer
 
@@ -13,7 +13,7 @@ from .app import SHIP, Annotated, app, guard
 # `from __future__ import annotations`
 
 
-def read_inputs(stream: "typer.FileText") -> Iterator[str]:
+def read_inputs(stream: Any) -> Iterator[str]:
     """Texts from a stream: JSON lines with a "text" field, or plain lines (blank lines skipped)."""
     from ..errors import InputError
 
@@ -33,27 +33,58 @@ def read_inputs(stream: "typer.FileText") -> Iterator[str]:
             yield line.rstrip("\n")
 
 
+def hybrid(model: Any, task_file: Path, workdir: Optional[Path], store: bool) -> Any:
+    """The package's student in front of the task's teacher (toolkit/hybrid.py; the training side: Python 3.11)."""
+    from ..errors import InputError
+
+    if sys.version_info < (3, 11):
+        raise InputError(
+            "--teacher runs the task's teacher, which is on the training side (Python 3.11+); here, without it, "
+            "unsure answers come back marked deferred"
+        )
+    from ..hybrid import Hybrid
+    from .app import load as load_task
+
+    task, run = load_task(task_file, workdir)
+    if task.name != model.name:
+        raise InputError(f"{task_file} is task {task.name!r}, the package is {model.name!r}: give the package's task")
+    return Hybrid(model, task, store=run.pairs if store else None)
+
+
 @app.command(rich_help_panel=SHIP)
 def predict(
     package: Annotated[Path, typer.Argument(help="the .tsdpkg to answer with")],
     texts: Annotated[
-        list[str] | None, typer.Argument(help="texts to classify [default: one per line on stdin]")
+        Optional[List[str]], typer.Argument(help="texts to classify [default: one per line on stdin]")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="also list the K most likely labels")] = 1,
-    trust: Annotated[Path | None, typer.Option(help="ed25519 public key the package must be signed with")] = None,
-    threads: Annotated[int | None, typer.Option(help="inference threads [default: the runtime's]")] = None,
+    trust: Annotated[Optional[Path], typer.Option(help="ed25519 public key the package must be signed with")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="inference threads [default: the runtime's]")] = None,
     batch_size: Annotated[int, typer.Option(help="texts per model call when reading stdin")] = 64,
+    teacher: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="the hybrid system: this task file's teacher answers what the student defers (the package needs "
+            "a deploy: rule); its answers are stored for the next distill"
+        ),
+    ] = None,
+    workdir: Annotated[
+        Optional[Path], typer.Option("--workdir", "-w", help="with --teacher: the run directory whose store keeps them")
+    ] = None,
+    store: Annotated[bool, typer.Option(help="with --teacher: store the teacher's answers")] = True,
 ) -> None:
     """Answer TEXT... (or stdin: JSON lines with "text", or plain lines) with the package's artifact: one JSON
-    line per input with the label, its score and the package's name and target."""
+    line per input with the label, its score and the package's name and target. With a deploy: rule in the
+    package each line also says who answered (student, teacher with --teacher, or deferred) and the confidence."""
 
     def body() -> None:
         from ..runtime import load
 
-        with load(package, trust=trust, threads=threads) as model:
-            source = {"package": model.name, "target": model.target}
+        with load(package, trust=trust, threads=threads) as loaded:
+            model = hybrid(loaded, teacher, workdir, store) if teacher else loaded
+            source = {"package": loaded.name, "target": loaded.target}
             out = sys.stdout
-            chunk: list[str] = []
+            chunk: List[str] = []
 
             def flush() -> None:
                 for text, pred in zip(chunk, model.predict(chunk, top_k=top_k)):

@@ -37,6 +37,7 @@ class Prediction:
     # "deferred": the student is not sure and no teacher was configured; the caller decides
     source: str = "student"
     confidence: float | None = None
+    error: str | None = None  # why the teacher did not answer a deferred input (hybrid use)
 
     @property
     def deferred(self) -> bool:
@@ -46,6 +47,8 @@ class Prediction:
         out: dict[str, Any] = {"label": self.label, "score": round(self.score, 6)}
         if self.confidence is not None:
             out.update(source=self.source, confidence=round(self.confidence, 6))
+        if self.error:
+            out["error"] = self.error
         if self.top_k:
             out["top_k"] = [{"label": lab, "score": round(s, 6)} for lab, s in self.top_k]
         return out

@@ -1,0 +1,113 @@
+"""The hybrid system at run time: the package's student answers when it is sure, the task's teacher answers
+the rest, and every answer the teacher gives is stored as a pair for the next distillation.
+
+    hybrid = Hybrid(tsd_edge.load(pkg), task, store=Path("runs/<task>/pairs.sqlite"))
+    hybrid.predict(["...", ...])      # each Prediction says who answered: student, teacher, or deferred
+
+The teacher is the task's own (`load_teacher`: an OpenAI-compatible endpoint with its key from the environment,
+retries and timeouts as in collect, or any other kind), so it is the training side's code: Python 3.11. When the
+teacher fails (down, timed out, an answer outside the labels) the student's answer is returned, marked
+`deferred` with the reason, and nothing is stored for that input. Stored pairs are ordinary pairs of the task's
+teacher (source `deferred`, split by input hash as in collect), so the next `tsd-edge distill` trains on them.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from .data import heldout, input_key
+from .runtime.model import Model, Prediction
+from .store import Pair, PairStore
+from .task import Task
+
+SOURCE = "deferred"  # the pairs' source in the store: answers the teacher gave for inputs the student deferred
+
+
+class Hybrid:
+    def __init__(self, model: Model, task: Task, *, store: Path | None = None, teacher: Any = None) -> None:
+        if model.deferral is None:
+            from .errors import InputError
+
+            raise InputError(
+                f"{model.name}-{model.target} has no deferral rule: add `deploy: {{answered_agreement: ...}}` to "
+                "the task file and run `tsd-edge package` again"
+            )
+        if teacher is None:
+            from .teachers import load_teacher
+
+            teacher = load_teacher(task)
+        self.model, self.task, self.teacher = model, task, teacher
+        self.name, self.target, self.labels = model.name, model.target, model.labels
+        self.store_path = store
+        self._lock = threading.Lock()  # one SQLite writer per process; WAL lets collect or distill read meanwhile
+        self.stats = {"student": 0, "teacher": 0, "deferred": 0, "teacher_errors": 0, "stored": 0}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.model.describe(), "hybrid": True, "teacher": self.task.teacher.kind}
+
+    def predict(self, texts: list[str], top_k: int = 1) -> list[Prediction]:
+        preds = self.model.predict(texts, top_k=top_k)
+        unsure = [i for i, p in enumerate(preds) if p.deferred]
+        self.stats["student"] += len(preds) - len(unsure)
+        if not unsure:
+            return preds
+        asked = [texts[i] for i in unsure]
+        try:
+            answers = self.teacher.answer(asked)
+        except Exception as exc:  # the teacher is down: degrade to the student's answer, and say why
+            reason = f"teacher unavailable: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            for i in unsure:
+                preds[i].error = reason
+            self.stats["deferred"] += len(unsure)
+            self.stats["teacher_errors"] += 1
+            return preds
+        for i, r in zip(unsure, answers, strict=True):
+            if r.status == "ok" and r.label is not None:
+                score = float(r.probs[self.labels.index(r.label)]) if r.probs is not None else 1.0
+                preds[i] = Prediction(r.label, score, source="teacher", confidence=preds[i].confidence)
+                self.stats["teacher"] += 1
+            else:
+                preds[i].error = f"teacher: {r.status}: {r.reason}"
+                self.stats["deferred"] += 1
+        self._store(asked, answers)
+        return preds
+
+    def _store(self, texts: list[str], answers: list[Any]) -> None:
+        """Every answer the teacher gave (rejected ones too, as collect stores them: never trained on)."""
+        if self.store_path is None:
+            return
+        pairs = []
+        for text, r in zip(texts, answers, strict=True):
+            if r.status == "failed":
+                continue  # not an answer: it will be asked again when the input comes back
+            key = input_key(text)
+            pairs.append(
+                Pair(
+                    input_hash=key,
+                    input=text,
+                    source=SOURCE,
+                    gold=None,
+                    split="heldout" if heldout(key, self.task.split.heldout) else "train",
+                    status=r.status,
+                    label=r.label,
+                    probs=r.probs,
+                    embedding=r.embedding,
+                    relevance=r.relevance,
+                    relevant=r.label is not None,
+                    reason=r.reason,
+                    raw=r.raw,
+                    latency_ms=r.latency_ms,
+                    tokens_in=r.tokens_in,
+                    tokens_out=r.tokens_out,
+                    attempts=r.attempts,
+                )
+            )
+        if not pairs:
+            return
+        with self._lock, PairStore(self.store_path) as store:
+            self.stats["stored"] += store.add(self.teacher.fingerprint, pairs)
+
+    def close(self) -> None:
+        self.model.close()
