@@ -117,6 +117,8 @@ def test_package_predict_and_gate_carry_the_deferral_rule(hybrid_package: tuple[
     assert gate.code == 0, gate.out
     checks = {c["name"]: c for c in json.loads((tmp_path / "g.json").read_text(encoding="utf-8"))[0]["checks"]}
     assert checks["deferral"]["passed"]
+    against_itself = tsd("gate", pkg, "--baseline", pkg, "--json", tmp_path / "g.json", "--junit", tmp_path / "g.xml")
+    assert against_itself.code == 0 and "coverage at answered agreement 0.8" in against_itself.out
 
 
 def test_gate_fails_a_deferral_rule_that_does_not_hold(hybrid_package: tuple[Path, Path], tmp_path: Path) -> None:

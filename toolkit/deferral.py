@@ -96,6 +96,17 @@ def curve(conf: np.ndarray, agree: np.ndarray, points: int = 50) -> list[Point]:
     return out
 
 
+def coverage_at(conf: np.ndarray, agree: np.ndarray, target: float) -> float:
+    """The largest share of inputs, most confident first, whose agreement is still at least `target` (measured,
+    no bound: for comparing two artifacts on the same inputs)."""
+    if not len(conf):
+        return 0.0
+    order = np.argsort(-conf, kind="stable")
+    running = np.cumsum(agree[order]) / np.arange(1, len(conf) + 1)
+    ok = np.nonzero(running >= target)[0]
+    return float((ok.max() + 1) / len(conf)) if len(ok) else 0.0
+
+
 def aurc(conf: np.ndarray, agree: np.ndarray) -> float:
     """Area under the risk–coverage curve: lower means confidence ranks disagreements last."""
     order = np.argsort(-conf, kind="stable")

@@ -154,7 +154,20 @@ def gate_package(
         if "deferral" in m:
             result.checks.append(_deferral(pkg, logits, [labels[i] for i in logits.argmax(1)], held))
         if baseline is not None:
-            result.checks.append(_regression(report, baseline, held, Path(tmp) / "base", threads, max_drop, trust))
+            result.checks.append(
+                _regression(
+                    report,
+                    baseline,
+                    held,
+                    Path(tmp) / "base",
+                    threads,
+                    max_drop,
+                    trust,
+                    logits,
+                    labels,
+                    m.get("deferral"),
+                )
+            )
     result.seconds = time.perf_counter() - start
     return result
 
@@ -208,6 +221,9 @@ def _regression(
     threads: int | None,
     max_drop: float,
     trust: Path | None,
+    new_logits: np.ndarray | None = None,
+    new_labels: list[str] | None = None,
+    deferral: dict | None = None,
 ) -> Check:
     """The baseline's artifact on the new package's held-out inputs: same inputs, same teacher answers."""
     try:
@@ -222,13 +238,27 @@ def _regression(
     old = compare("baseline", held.teacher, [labels[i] for i in logits.argmax(1)])
     drop = old.agreement - new.agreement
     ok = drop <= max_drop
-    return Check(
-        "regression",
-        ok,
+    message = (
         f"agreement {new.agreement:.4f} vs baseline {old.agreement:.4f} on the same "
         f"{new.n} inputs: {'drop' if drop > 0 else 'gain'} {abs(drop):.4f} {'≤' if ok else '>'} max drop "
-        f"{max_drop:.4f}",
+        f"{max_drop:.4f}"
     )
+    if new_logits is not None and new_labels is not None and deferral is not None and "deferral" in base.manifest:
+        from .deferral import confidences, coverage_at
+
+        def coverage(lg: np.ndarray, names: list[str]) -> float:
+            agree = np.array([names[i] == t for i, t in zip(lg.argmax(1), held.teacher)], dtype=np.float64)
+            return coverage_at(confidences(lg, deferral["measure"]), agree, deferral["target"])
+
+        ours, theirs = coverage(new_logits, new_labels), coverage(logits, labels)
+        allowed = deferral.get("max_coverage_drop", 0.05)
+        held_up = theirs - ours <= allowed
+        ok = ok and held_up
+        message += (
+            f"; coverage at answered agreement {deferral['target']}: {ours:.3f} vs baseline {theirs:.3f} "
+            f"({'within' if held_up else 'more than'} the allowed drop {allowed})"
+        )
+    return Check("regression", ok, message)
 
 
 def write_junit(results: list[GateResult], path: Path) -> None:

@@ -58,6 +58,58 @@ def _chart(reports: list[AgreementReport]) -> str:
     return "\n".join(parts)
 
 
+def _deferral_chart(name: str, d: dict) -> str:
+    """Coverage (x) against the agreement on the answered inputs (y), most confident first; the target line,
+    and the shipped threshold's point as measured on the held-out half it was not chosen on."""
+    width, height, left, bottom, top = 640, 300, 60, 40, 16
+    curve = d.get("curve") or []
+    if not curve:
+        return ""
+    lo = max(0.0, min(min(pt["answered_agreement"] for pt in curve), d["target"]) - 0.02)
+
+    def x(cov: float) -> float:
+        return left + (width - left - 20) * cov
+
+    def y(agr: float) -> float:
+        return top + (height - top - bottom) * (1 - (agr - lo) / (1 - lo))
+
+    path = " ".join(f"{x(pt['coverage']):.1f},{y(pt['answered_agreement']):.1f}" for pt in curve)
+    parts = [
+        f'<svg viewBox="0 0 {width} {height}" width="{width}" role="img" aria-label="coverage and answered agreement">',
+        f'<polyline points="{path}" fill="none" stroke="#2e7d32" stroke-width="2"/>',
+        f'<line x1="{x(0)}" x2="{x(1)}" y1="{y(d["target"]):.1f}" y2="{y(d["target"]):.1f}" stroke="#1565c0" '
+        'stroke-dasharray="6 4" stroke-width="2"/>',
+        f'<text x="{x(0) + 4}" y="{y(d["target"]) - 4:.1f}" fill="#1565c0">target {d["target"]}</text>',
+        f'<line x1="{x(0)}" x2="{x(1)}" y1="{height - bottom}" y2="{height - bottom}" stroke="#888"/>',
+        f'<text x="{x(0.5)}" y="{height - 8}" text-anchor="middle">coverage (share the student answers)</text>',
+        f'<text x="{x(0) - 6}" y="{y(1):.1f}" text-anchor="end">1.00</text>',
+        f'<text x="{x(0) - 6}" y="{y(lo):.1f}" text-anchor="end">{lo:.2f}</text>',
+        f'<text x="{x(1)}" y="{height - bottom + 14}" text-anchor="end">1.0</text>',
+    ]
+    ev = d.get("evaluation") or {}
+    if d.get("threshold") is not None and ev.get("answered_agreement") is not None:
+        cx, cy = x(ev["coverage"]), y(ev["answered_agreement"])
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="#c62828"/>')
+        parts.append(
+            f'<text x="{cx + 8:.1f}" y="{cy + 16:.1f}">τ = {d["threshold"]:.3f}: coverage {ev["coverage"]:.2f}, '
+            f"answered {ev['answered_agreement']:.3f} (unseen half)</text>"
+        )
+    parts.append("</svg>")
+    note = (
+        f"<p>{html.escape(name)}: the student answers when its {html.escape(d['measure'])} is at least τ, chosen "
+        f"so that with {d['confidence']:.0%} confidence it agrees with the teacher on at least {d['target']} of "
+        "what it answers (SGR, Geifman &amp; El-Yaniv 2017); the point is measured on held-out inputs τ was not "
+        "chosen on.</p>"
+    )
+    return note + "\n".join(parts)
+
+
+def load_deferrals(folder: Path) -> dict[str, dict]:
+    import json
+
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((folder / "deferral").glob("*.json"))}
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -77,7 +129,12 @@ def bench_latency(path: Path) -> dict[str, float]:
         return {}  # a bench file from another version: the report goes on without latency
 
 
-def render(task_name: str, reports: list[AgreementReport], latency_ms: dict[str, float] | None = None) -> str:
+def render(
+    task_name: str,
+    reports: list[AgreementReport],
+    latency_ms: dict[str, float] | None = None,
+    deferrals: dict[str, dict] | None = None,
+) -> str:
     latency_ms = latency_ms or {}
     stage_rows = []
     for r in reports:
@@ -121,6 +178,8 @@ def render(task_name: str, reports: list[AgreementReport], latency_ms: dict[str,
         ),
         _chart(reports),
     ]
+    for name, d in (deferrals or {}).items():
+        sections += [f"<h2>The hybrid system, {html.escape(name)}</h2>", _deferral_chart(name, d)]
     if last is not None:
         worst = sorted(last.per_label.items(), key=lambda kv: kv[1]["agreement"])[:20]
         sections += [
@@ -157,5 +216,6 @@ def render(task_name: str, reports: list[AgreementReport], latency_ms: dict[str,
 def write_report(task_name: str, reports_dir: Path, out: Path) -> Path:
     """The page for a run folder; latency comes from `bench.json` beside it when `tsd-edge bench` has run."""
     latency = bench_latency(out.parent / "bench.json")
-    out.write_text(render(task_name, load_reports(reports_dir), latency), encoding="utf-8")
+    page = render(task_name, load_reports(reports_dir), latency, load_deferrals(reports_dir))
+    out.write_text(page, encoding="utf-8")
     return out

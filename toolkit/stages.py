@@ -584,7 +584,7 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
 
 def _deferral(task: Task, run: RunDir, artifact: Any, held: list[Pair]) -> Any:
     """Calibrate the hybrid system's threshold on the compiled artifact's own held-out answers, run through
-    the runtime that will run it on the device (toolkit/deferral.py); saved as reports/<target>-deferral.json."""
+    the runtime that will run it on the device (toolkit/deferral.py); saved as reports/deferral/<target>.json."""
     from .deferral import calibrate
     from .runtime.backends import open_runner
     from .runtime.infer import predict_logits
@@ -605,7 +605,8 @@ def _deferral(task: Task, run: RunDir, artifact: Any, held: list[Pair]) -> Any:
         min_coverage=spec.min_coverage,
         measure=spec.measure,
     )
-    path = run.reports / f"{artifact.build.get('profile', artifact.backend)}-deferral.json"
+    path = run.reports / "deferral" / f"{artifact.build.get('profile', artifact.backend)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(deferral.to_dict(), indent=2) + "\n", encoding="utf-8")
     return deferral
 
