@@ -2,8 +2,8 @@
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -37,11 +37,11 @@ def read_inputs(stream: "typer.FileText") -> Iterator[str]:
 def predict(
     package: Annotated[Path, typer.Argument(help="the .tsdpkg to answer with")],
     texts: Annotated[
-        list[str] | None, typer.Argument(help="texts to classify [default: one per line on stdin]")
+        Optional[List[str]], typer.Argument(help="texts to classify [default: one per line on stdin]")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="also list the K most likely labels")] = 1,
-    trust: Annotated[Path | None, typer.Option(help="ed25519 public key the package must be signed with")] = None,
-    threads: Annotated[int | None, typer.Option(help="inference threads [default: the runtime's]")] = None,
+    trust: Annotated[Optional[Path], typer.Option(help="ed25519 public key the package must be signed with")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="inference threads [default: the runtime's]")] = None,
     batch_size: Annotated[int, typer.Option(help="texts per model call when reading stdin")] = 64,
 ) -> None:
     """Answer TEXT... (or stdin: JSON lines with "text", or plain lines) with the package's artifact: one JSON
@@ -53,7 +53,7 @@ def predict(
         with load(package, trust=trust, threads=threads) as model:
             source = {"package": model.name, "target": model.target}
             out = sys.stdout
-            chunk: list[str] = []
+            chunk: List[str] = []
 
             def flush() -> None:
                 for text, pred in zip(chunk, model.predict(chunk, top_k=top_k)):
