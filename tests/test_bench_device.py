@@ -1,30 +1,21 @@
 """`tsd-edge bench --device`: compiled artifacts measured on a device over SSH, for real, through the asyncssh
-server of tests/ssh_server.py (its "device" has numpy and onnxruntime but no tsd_edge); and the device script's
-INA3221 power reader against sysfs trees written into tmp_path, as JetPack 4 and JetPack 5/6 lay them out."""
+server of tests/ssh_server.py (its "device" has numpy and onnxruntime but no tsd_edge: the runtime goes there as
+tsd-runtime.pyz); and the device side's INA3221 power reader (tsd_edge.runtime.power) against sysfs trees written
+into tmp_path, as JetPack 4 and JetPack 5/6 lay them out."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from conftest import tsd
-from test_device_ssh import SCRIPT, Device, _files, device, workcopy  # noqa: F401 (the fixtures)
-
-
-def _script() -> ModuleType:
-    """The device script itself, imported as a module (it needs only the standard library here)."""
-    spec = importlib.util.spec_from_file_location("remote_build", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from test_device_ssh import Device, _files, device, workcopy  # noqa: F401 (the fixtures)
+from tsd_edge.runtime import power as rb
 
 
 @pytest.mark.network
@@ -33,7 +24,7 @@ def test_bench_measures_the_artifact_on_the_device(device: Device) -> None:  # n
     args = ["--repeats", "2", "--queries", "4", "--batches", "1", "--batch-size", "8", "--target", "cpu-x86"]
     ran = tsd("bench", d.task, "--workdir", w, *args, *d.options(), timeout=120)
     assert ran.code == 0, ran.out + ran.err
-    assert d.server.commands[-1].endswith("python3 ../remote_build.py bench request.json")
+    assert d.server.commands[-1].endswith("python3 ../tsd-runtime.pyz bench request.json")
     assert _files(d.root) == []  # the device's bench folder is removed
     data = json.loads((w / "bench.json").read_text(encoding="utf-8"))
     by = {s["name"]: s for s in data["systems"]}
@@ -89,7 +80,6 @@ def _orin(root: Path, vdd_in_ma: int = 1200) -> None:
 
 
 def test_ina3221_rails_on_jetpack_5_and_6(tmp_path: Path) -> None:
-    rb = _script()
     _orin(tmp_path)
     rails = rb.power_rails(str(tmp_path))
     assert [label for label, _ in rails] == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]
@@ -101,7 +91,6 @@ def test_ina3221_rails_on_jetpack_5_and_6(tmp_path: Path) -> None:
 
 def test_ina3221_rails_on_jetpack_4(tmp_path: Path) -> None:
     """JetPack 4 (Nano, TX2, Xavier): NVIDIA's ina3221x IIO driver, power in mW, or voltage x current."""
-    rb = _script()
     _write(
         tmp_path / "ina3221x" / "6-0040" / "iio:device0",
         {
@@ -122,7 +111,6 @@ def test_ina3221_rails_on_jetpack_4(tmp_path: Path) -> None:
 
 
 def test_energy_is_power_integrated_over_the_phase(tmp_path: Path) -> None:
-    rb = _script()
     _orin(tmp_path)
     meter = rb.PowerMeter(rb.power_rails(str(tmp_path)), interval=0.005)
     meter.start()
@@ -143,10 +131,10 @@ def test_the_device_bench_with_power_rails_reports_measured_energy(
     workcopy: tuple[Path, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """The device script's bench run here on the cpu-x86 artifact with a fake INA3221 tree, its response turned
-    into a System row by the host's code: energy "measured" from the rail, not estimated."""
+    """The device side's bench (the zipapp) run here on the cpu-x86 artifact with a fake INA3221 tree, its response
+    turned into a System row by the host's code: energy "measured" from the rail, not estimated."""
     from tsd_edge.bench import remote
-    from tsd_edge.device import SshDevice, protocol
+    from tsd_edge.device import SshDevice, protocol, zipapp
     from tsd_edge.device.remote import DeviceBench
     from tsd_edge.runtime.tokenizer import TextEncoder, length_batches
 
@@ -164,7 +152,8 @@ def test_the_device_bench_with_power_rails_reports_measured_energy(
     shutil.copy(w / "compiled" / "cpu-x86" / "model.onnx", job / "model.onnx")
     body = {**protocol.bench_request("onnxruntime", "model.onnx", 1, None, plan), "power_root": str(tmp_path / "sys")}
     (job / protocol.REQUEST).write_text(json.dumps(body), encoding="utf-8")
-    ran = subprocess.run([sys.executable, str(SCRIPT), "bench", protocol.REQUEST], cwd=job, capture_output=True)
+    pyz = zipapp.build(tmp_path / "cache")
+    ran = subprocess.run([sys.executable, str(pyz), "bench", protocol.REQUEST], cwd=job, capture_output=True)
     assert ran.returncode == 0, ran.stderr
     response = protocol.read_response(job / protocol.RESPONSE, "here", protocol.BENCH_FIELDS, "the bench")
     assert response["power"] == {

@@ -1,18 +1,22 @@
-"""Building on a device over SSH, for real: an asyncssh server on 127.0.0.1 (tests/ssh_server.py) runs each
-command as a bash subprocess in a "device" folder; the device side is tsd-edge's own remote_build.py with
-ONNX Runtime. Also: the probe against profiles, the refusals, and ONNX Runtime's execution providers."""
+"""Building on and gating through a device over SSH, for real: an asyncssh server on 127.0.0.1
+(tests/ssh_server.py) runs each command as a bash subprocess in a "device" folder whose python3 has numpy and
+onnxruntime but no tsd_edge; the device side is tsd-edge's runtime, shipped there as tsd-runtime.pyz. Also: the
+probe against profiles, the refusals, what the zipapp holds, and ONNX Runtime's execution providers."""
 
 from __future__ import annotations
 
 import ast
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import tarfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,8 @@ from conftest import Ran, tsd
 from tsd_edge.device import SshDevice
 from tsd_edge.device.probe import jetpack, mismatches
 from tsd_edge.errors import InputError, RuntimeMissingError
+from tsd_edge.runtime import facts as device_facts
+from tsd_edge.runtime.package import PackageIntegrityError
 from tsd_edge.targets import Profile, load_profile
 
 if TYPE_CHECKING:
@@ -31,7 +37,8 @@ if TYPE_CHECKING:
 
 MACHINE = platform.machine()
 HERE, OTHER = ("cpu-arm64", "cpu-x86") if MACHINE == "aarch64" else ("cpu-x86", "cpu-arm64")
-SCRIPT = Path(__file__).resolve().parents[1] / "toolkit" / "device" / "remote_build.py"
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = Path(device_facts.__file__)  # what `python3 - probe` reads on the device
 
 # a device that builds and runs ONNX Runtime INT8 itself, as cpu-x86 does on the host
 DEVICE_PROFILE = """\
@@ -93,8 +100,8 @@ def workcopy(pipeline: tuple[Path, Path, Ran], tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="module")
 def device(workcopy: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Device]:
-    """The SSH server. Its python3 is this venv's (numpy, onnxruntime), with `tsd_edge` made unimportable:
-    a device does not have it."""
+    """The SSH server. Its python3 is this venv's (numpy, onnxruntime), with an installed `tsd_edge` made
+    unimportable: a device does not have it (the zipapp on sys.path[0] brings the runtime)."""
     from ssh_server import SshServer, make_keys
 
     base = tmp_path_factory.mktemp("ssh")
@@ -122,7 +129,7 @@ def test_compile_check_package_gate_through_ssh(device: Device, tmp_path: Path) 
     assert f"built and run on {d.url}" in ran.out
     commands = d.server.commands
     assert commands[-2] == "python3 - probe"  # the probe writes nothing on the device
-    assert commands[-1].endswith("python3 remote_build.py build request.json")
+    assert commands[-1].endswith("python3 tsd-runtime.pyz build request.json")
     assert _files(d.root) == []  # the device's build folder is removed once everything came back
 
     out = w / "compiled" / "ssh-x86"
@@ -288,16 +295,21 @@ def test_jetpack_from_l4t(facts: dict, version: str | None) -> None:
 
 
 def test_the_real_probe_of_this_machine() -> None:
-    facts = json.loads(subprocess.run([sys.executable, str(SCRIPT), "probe"], capture_output=True, check=True).stdout)
+    ran = subprocess.run([sys.executable, "-", "probe"], input=PROBE.read_bytes(), capture_output=True, check=True)
+    facts = json.loads(ran.stdout)
+    assert facts["protocol"] == device_facts.PROTOCOL
     assert (
         facts["machine"] == "x86_64" and facts["numpy"] and "CPUExecutionProvider" in facts["onnxruntime"]["providers"]
     )
     assert mismatches(load_profile("cpu-x86"), facts, 1 << 20) == []
     assert any("aarch64" in m for m in mismatches(load_profile("cpu-arm64"), facts, 1 << 20))
+    old = " ".join(mismatches(load_profile("cpu-x86"), {**facts, "python": "3.6.9"}, 1 << 20))
+    assert "python3 is 3.6.9, tsd-edge's runtime needs >= 3.8" in old
 
 
-def test_the_device_script_needs_only_python36_numpy_and_the_runtime() -> None:
-    tree = ast.parse(SCRIPT.read_text(encoding="utf-8"), feature_version=(3, 6))
+def test_the_probe_parses_on_python36_and_needs_only_the_standard_library() -> None:
+    """It runs before anything is uploaded, on whatever python3 the device has, to say what is missing."""
+    tree = ast.parse(PROBE.read_text(encoding="utf-8"), feature_version=(3, 6))
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -305,9 +317,80 @@ def test_the_device_script_needs_only_python36_numpy_and_the_runtime() -> None:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0 and node.module != "__future__", "no relative or __future__ imports"
             imported.add((node.module or "").split(".")[0])
-    allowed = {"numpy", "onnxruntime", "tensorrt"} | set(sys.stdlib_module_names)
-    assert imported <= allowed, imported - allowed
-    assert "tsd_edge" not in imported
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
+# what a module in the zipapp may import besides the standard library and the zipapp's own modules
+DEVICE_THIRD_PARTY = {"numpy", "onnxruntime", "openvino", "tensorrt", "tokenizers", "typing_extensions"}
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """The modules `module`'s code imports, relative imports resolved (`from . import x` imports module .x);
+    not those under `if TYPE_CHECKING:`, which never run."""
+    out: set[str] = set()
+    checking = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    for node in ast.walk(tree):
+        if id(node) in checking:
+            continue
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            base = module.split(".")
+            base = base[: len(base) - node.level + (1 if is_package else 0)]
+            if node.module:
+                out.add(".".join([*base, node.module]))
+            else:
+                out |= {".".join([*base, a.name]) for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            out.add(node.module or "")
+    return out
+
+
+# runtime.package imports tsd_edge.signing (cryptography) only inside read_package's `trust` branch: the device
+# never checks a signature (the host did, and the device checks the file is byte for byte the one it verified)
+LAZY_OUTSIDE = {("tsd_edge.runtime.package", "tsd_edge.signing")}
+
+
+def test_the_zipapp_holds_the_runtime_and_nothing_that_needs_pydantic_or_typer(tmp_path: Path) -> None:
+    """Every import of every module in tsd-runtime.pyz is the standard library, numpy / the backend runtimes,
+    or a module inside the zipapp itself: no pydantic, typer, torch, teacher or trainer is reachable."""
+    from tsd_edge.device import zipapp
+
+    pyz = zipapp.build(tmp_path / "cache")
+    assert pyz.name.startswith("tsd-runtime-") and zipapp.build(tmp_path / "cache") == pyz  # cached by content
+    with zipfile.ZipFile(pyz) as z:
+        names = [n for n in z.namelist() if n.endswith(".py")]
+        sources = {n: z.read(n).decode("utf-8") for n in names}
+    assert "__main__.py" in sources and "tsd_edge/runtime/device.py" in sources
+    assert "tsd_edge/runtime/backends/tensorrt_build.py" in sources  # the one engine builder goes along
+    modules = {
+        (n[: -len("/__init__.py")] if n.endswith("/__init__.py") else n[:-3]).replace("/", "."): n for n in names
+    }
+    allowed = DEVICE_THIRD_PARTY | set(sys.stdlib_module_names)
+    outside = set()
+    for module, name in modules.items():
+        for imported in _imports(ast.parse(sources[name]), module, name.endswith("__init__.py")):
+            if imported.split(".")[0] == "tsd_edge":
+                if imported not in modules:
+                    outside.add((module, imported))
+            else:
+                assert imported.split(".")[0] in allowed, f"{module} imports {imported}"
+    assert outside == LAZY_OUTSIDE
+
+
+def test_the_zipapp_runs_the_probe_on_this_python(tmp_path: Path) -> None:
+    from tsd_edge.device import zipapp
+
+    ran = subprocess.run([sys.executable, str(zipapp.build(tmp_path)), "probe"], capture_output=True, check=True)
+    assert json.loads(ran.stdout)["protocol"] == device_facts.PROTOCOL
+    usage = subprocess.run([sys.executable, str(zipapp.build(tmp_path)), "nonsense"], capture_output=True)
+    assert usage.returncode == 2 and b"usage: tsd-runtime.pyz" in usage.stderr
 
 
 # -- ONNX Runtime execution providers -------------------------------------------------------------
@@ -348,60 +431,116 @@ def test_the_gpu_profile_falls_back_to_the_cpu_and_says_so(workcopy: tuple[Path,
     assert details["providers"] == ["CPUExecutionProvider"] and details["ran_on"] == "this host"
 
 
-def test_the_device_script_typechecks_against_tensorrt_stubs(tmp_path: Path) -> None:
-    """Its TensorRT 10 calls, checked with mypy against tensorrt-stubs as tools/typecheck_tensorrt.py does for
-    exporters/tensorrt (TensorRT 8.2's bindings API goes through `Any`: the stubs are TensorRT 10.13's)."""
-    spec = importlib.util.spec_from_file_location(
-        "typecheck_tensorrt", SCRIPT.parents[2] / "tools" / "typecheck_tensorrt.py"
-    )
-    assert spec and spec.loader
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    stubs = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tsd-edge" / "tensorrt-stubs"
-    try:
-        tool.fix(tool.install(stubs))
-    except subprocess.CalledProcessError:
-        pytest.skip("could not install tensorrt-stubs (no package index?)")
-    config = tmp_path / "mypy.ini"
-    config.write_text(
-        "[mypy]\npython_version = 3.11\nfollow_imports = silent\ncheck_untyped_defs = True\n"
-        "ignore_missing_imports = True\n[mypy-tensorrt.*,tensorrt_bindings.*]\nignore_errors = True\n",
-        encoding="utf-8",
-    )
-    ran = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--config-file",
-            str(config),
-            "--cache-dir",
-            str(stubs.parent / "mypy-device"),
-            str(SCRIPT),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MYPYPATH": str(stubs)},
-    )
+def test_the_device_side_typechecks_against_tensorrt_stubs() -> None:
+    """The device entry and what it runs there — the runtime's TensorRT runner and the one engine builder —
+    checked with mypy against tensorrt-stubs (TensorRT 8.2's APIs go through `Any`: the stubs are 10.13's).
+    tests/test_tensorrt.py runs the same tool over every TensorRT module, exporters/tensorrt included."""
+    tool = ROOT / "tools" / "typecheck_tensorrt.py"
+    modules = [
+        "tsd_edge.runtime.device",
+        "tsd_edge.runtime.backends.tensorrt",
+        "tsd_edge.runtime.backends.tensorrt_build",
+    ]
+    ran = subprocess.run([sys.executable, str(tool), *modules], capture_output=True, text=True, timeout=300)
+    if ran.returncode != 0 and "mypy" not in ran.stdout and "error" in ran.stderr.lower() and "pip" in ran.stderr:
+        pytest.skip(f"could not install tensorrt-stubs: {ran.stderr.strip().splitlines()[-1]}")
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "Success: no issues found in 3 source files" in ran.stdout
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_a_tensorrt_request_without_tensorrt_fails_in_one_line(tmp_path: Path) -> None:
-    """The device side of a TensorRT build, run here where TensorRT is missing: the failure comes back in
-    response.json and becomes one InputError line on the host. The request carries the host's build settings
-    for the TensorRT version the probe found."""
-    from tsd_edge.device import protocol
+    """The device side of a TensorRT build, run from the zipapp here where TensorRT is missing: the failure comes
+    back in response.json as a missing runtime and becomes one RuntimeMissingError line on the host. The request
+    carries the host's build settings for the TensorRT version the probe found."""
+    from tsd_edge.device import protocol, zipapp
+    from tsd_edge.runtime.backends.tensorrt_build import BuildSettings
 
     body = protocol.request(load_profile("jetson-orin-nano"), "model.fp16.onnx", "10.3.0.30")
-    assert body["tensorrt"]["strongly_typed"] and body["tensorrt"]["max_shape"] == [16, 128]
-    legacy = protocol.request(load_profile("jetson-nano"), "model.fp16.onnx", "8.2.1.8")["tensorrt"]
-    assert not legacy["strongly_typed"] and legacy["builder_flags"] == ["FP16"]
+    settings = BuildSettings.from_dict(body["tensorrt"]["settings"])
+    assert settings.strongly_typed and settings.max_shape == (16, 128)
+    assert settings == BuildSettings.from_profile(load_profile("jetson-orin-nano"), 10)
+    legacy = BuildSettings.from_dict(
+        protocol.request(load_profile("jetson-nano"), "m.onnx", "8.2.1.8")["tensorrt"]["settings"]
+    )
+    assert not legacy.strongly_typed and legacy.precision_flags == ["FP16"]
     (tmp_path / protocol.REQUEST).write_text(json.dumps(body), encoding="utf-8")
-    ran = subprocess.run([sys.executable, str(SCRIPT), "build", str(tmp_path / protocol.REQUEST)], capture_output=True)
-    assert ran.returncode == 1
-    with pytest.raises(
-        InputError, match="the build on the device failed: TensorRT's Python bindings are not installed"
-    ):
+    pyz = zipapp.build(tmp_path / "cache")
+    ran = subprocess.run([sys.executable, str(pyz), "build", str(tmp_path / protocol.REQUEST)], capture_output=True)
+    assert ran.returncode == 1, ran.stderr
+    with pytest.raises(RuntimeMissingError, match=r"the build on the device failed: .*python3-libnvinfer") as info:
         protocol.read_response(tmp_path / protocol.RESPONSE, "ssh://orin")
+    assert info.value.exit_code == 4 and info.value.package == "tensorrt"
+
+
+# -- the gate, re-run on the device ---------------------------------------------------------------
+
+
+def _package(pipeline: tuple[Path, Path, Ran]) -> Path:
+    _, workdir, ran = pipeline
+    assert ran.code == 0, ran.err[-2000:]
+    (package,) = (workdir / "dist").glob("*.tsdpkg")
+    return package
+
+
+@pytest.mark.network
+def test_gate_on_the_device_holds_as_the_local_gate_does(
+    device: Device, pipeline: tuple[Path, Path, Ran], tmp_path: Path
+) -> None:
+    """`tsd-edge gate PKG --device ssh://...`: the package and the runtime go to the device (which has no
+    tsd_edge and never tokenizes), it verifies the package, runs its artifact; the host judges its logits."""
+    package = _package(pipeline)
+    local = tsd("gate", package, "--json", tmp_path / "local.json")
+    assert local.code == 0, local.out + local.err
+    ran = tsd("gate", package, *device.options(), "--json", tmp_path / "device.json", "--junit", tmp_path / "g.xml")
+    assert ran.code == 0, ran.out + ran.err
+    assert device.server.commands[-2] == "python3 - probe"
+    assert device.server.commands[-1].endswith("python3 tsd-runtime.pyz logits request.json")
+    assert _files(device.root) == []  # the package, the runtime and the inputs are removed from the device
+    here, there = (json.loads((tmp_path / f).read_text())[0] for f in ("local.json", "device.json"))
+    assert there["passed"] is True and there["ran_on"].startswith(f"{device.url} (onnxruntime ")
+    assert f"Python {platform.python_version()}" in there["ran_on"] and MACHINE in there["ran_on"]
+    assert there["report"]["agreement"] == here["report"]["agreement"] and there["report"]["n"] == here["report"]["n"]
+    agreement = {c["name"]: c for c in there["checks"]}["agreement"]
+    assert agreement["passed"] and f"re-run on {device.url}" in agreement["message"]
+
+
+def _tamper(package: Path, out: Path) -> Path:
+    """The package with one byte of its artifact changed and the manifest left as it was."""
+    with tarfile.open(package, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar if m.isreg()}  # type: ignore[union-attr]
+    model = bytearray(members["model.onnx"])
+    model[len(model) // 2] ^= 0xFF
+    members["model.onnx"] = bytes(model)
+    with tarfile.open(out, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.network
+def test_a_tampered_package_is_refused_on_the_device_too(
+    device: Device, pipeline: tuple[Path, Path, Ran], tmp_path: Path
+) -> None:
+    """The host refuses it before anything is sent; the device, sent it anyway (the session without the host's
+    check), refuses it as well: its artifact never runs there, and the refusal comes back as one integrity line."""
+    from tsd_edge.device import SshDevice, protocol
+    from tsd_edge.device.remote import run_logits
+    from tsd_edge.runtime.tokenizer import TextEncoder
+
+    bad = _tamper(_package(pipeline), tmp_path / "tampered.tsdpkg")
+    ran = tsd("gate", bad, *device.options(), "--json", tmp_path / "g.json")
+    assert ran.code == 1 and "model.onnx does not match its SHA-256" in ran.out, ran.out + ran.err
+    before = len(device.server.commands)
+
+    _, workdir, _ = pipeline
+    encode = TextEncoder(workdir / "student" / "tokenizer.json", 64)
+    inputs = tmp_path / protocol.INPUTS
+    protocol.write_inputs(inputs, [([0, 1], encode(["how do I top up my card", "my card was declined"]))], 2)
+    url = SshDevice.parse(device.url, device.keys.identity, device.keys.known_hosts)
+    with pytest.raises(PackageIntegrityError, match=r"the gate on the device failed: .*model\.onnx does not match"):
+        run_logits(url, bad, inputs, 2, 1, tmp_path / "session")
+    assert device.server.commands[before:][-1].endswith("python3 tsd-runtime.pyz logits request.json")
+    assert _files(device.root) == []

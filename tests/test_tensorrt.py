@@ -56,6 +56,18 @@ def test_int8_flags_without_strong_typing() -> None:
     assert BuildSettings.from_profile(load_profile("jetson-agx-orin")).precision_flags == []
 
 
+def test_one_engine_builder_for_the_host_and_the_device() -> None:
+    """exporters/tensorrt builds with the runtime's builder (the one the device runs from the zipapp), and its
+    settings go to the device as JSON and come back equal."""
+    from tsd_edge.exporters.tensorrt import loader
+    from tsd_edge.runtime.backends import tensorrt_build
+
+    assert loader.build_engine is tensorrt_build.build_engine and loader.BuildSettings is tensorrt_build.BuildSettings
+    for target in ("jetson-orin-nano", "jetson-nano", "jetson-xavier-nx"):
+        s = BuildSettings.from_profile(load_profile(target))
+        assert BuildSettings.from_dict(s.to_dict()) == s
+
+
 def test_settings_need_a_tensorrt_range() -> None:
     profile = load_profile("cpu-x86")
     with pytest.raises(InputError, match="tensorrt"):
@@ -105,7 +117,9 @@ def test_engine_builds_and_matches_onnx_runtime(tiny_onnx: Path, batches: list, 
 
 
 def test_backend_typechecks_against_tensorrt_stubs() -> None:
-    """mypy over exporters/tensorrt against tensorrt-stubs 10.13 (installed --no-deps into a cache, fixed there)."""
+    """mypy over every module that calls TensorRT — the runtime's runner and its one engine builder (host and
+    device), the device entry, exporters/tensorrt — against tensorrt-stubs 10.13 (installed --no-deps into a
+    cache, fixed there)."""
     import subprocess
     import sys
 
@@ -114,4 +128,4 @@ def test_backend_typechecks_against_tensorrt_stubs() -> None:
     if ran.returncode != 0 and "mypy" not in ran.stdout and "error" in ran.stderr.lower() and "pip" in ran.stderr:
         pytest.skip(f"could not install tensorrt-stubs: {ran.stderr.strip().splitlines()[-1]}")
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "Success: no issues found" in ran.stdout
+    assert "Success: no issues found in 5 source files" in ran.stdout

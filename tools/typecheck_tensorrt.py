@@ -1,6 +1,8 @@
-"""Type-check exporters/tensorrt against NVIDIA TensorRT's API without TensorRT installed.
+"""Type-check every module that calls TensorRT against NVIDIA TensorRT's API without TensorRT installed.
 
-TensorRT cannot be installed on machines without NVIDIA's package index, so the backend is checked
+The modules (MODULES): the runtime's TensorRT runner and its engine builder (the one of each, run on the
+host and, shipped in the zipapp, on the device), the device side that drives them, and exporters/tensorrt.
+TensorRT cannot be installed on machines without NVIDIA's package index, so they are checked
 statically with mypy against `tensorrt-stubs` (generated from TensorRT 10.13's bindings). The stubs
 are installed with --no-deps into a cache folder, never into the venv: installed there, their
 `tensorrt/` folder would make `import tensorrt` succeed as an empty namespace package. Two
@@ -9,7 +11,7 @@ generated mistakes make mypy refuse them; they are fixed in the cached copy (not
 - parameters named `in` (a Python keyword) in the IPluginV2/V3 methods: renamed `in_`;
 - `INetworkDefinition.add_scale_nd` puts `channel_axis` without a default after defaulted parameters.
 
-Usage: python tools/typecheck_tensorrt.py [--stubs-dir DIR]   (exit status is mypy's)
+Usage: python tools/typecheck_tensorrt.py [--stubs-dir DIR] [MODULE ...]   (exit status is mypy's)
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ import tempfile
 from pathlib import Path
 
 STUBS = "tensorrt-stubs==10.13.0.35.1"
+MODULES = (
+    "tsd_edge.runtime.backends.tensorrt",
+    "tsd_edge.runtime.backends.tensorrt_build",
+    "tsd_edge.runtime.device",
+    "tsd_edge.exporters.tensorrt",
+    "tsd_edge.exporters.tensorrt.loader",
+)
 ROOT = Path(__file__).resolve().parent.parent
 MYPY_CONFIG = """\
 [mypy]
@@ -61,6 +70,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tsd-edge" / "tensorrt-stubs"
     parser.add_argument("--stubs-dir", type=Path, default=cache)
+    parser.add_argument("modules", nargs="*", default=list(MODULES), help=f"default: {' '.join(MODULES)}")
     args = parser.parse_args()
     pyi = install(args.stubs_dir)
     fix(pyi)
@@ -69,7 +79,9 @@ def main() -> int:
         config.write_text(MYPY_CONFIG, encoding="utf-8")
         package = package_tree(Path(tmp) / "src")
         env = {**os.environ, "MYPYPATH": os.pathsep.join([str(package), str(args.stubs_dir)])}
-        cmd = [sys.executable, "-m", "mypy", "--config-file", str(config), "-p", "tsd_edge.exporters.tensorrt"]
+        cmd = [sys.executable, "-m", "mypy", "--config-file", str(config)]
+        for module in args.modules:
+            cmd += ["-m", module]
         return subprocess.run(cmd, env=env, cwd=tmp).returncode
 
 

@@ -1,7 +1,8 @@
 """TensorRT backend: lower the ONNX on the host, build the engine where it will run.
 
     lower(onnx, profile, calibration, workdir)   host: model.<precision>.onnx (FP16 / INT8 Q/DQ) + trtexec.txt
-    build(onnx, profile, calibration, workdir)   device: model.engine + timing.cache, metadata in the artifact
+    build(onnx, profile, calibration, workdir)   where it runs: model.engine + timing.cache, metadata in the artifact
+    (building it: tsd_edge.runtime.backends.tensorrt_build, the one builder, on the host and on the device)
     (running it: tsd_edge.runtime.backends.tensorrt, the one TensorRT runner)
 
 An engine runs only on the GPU model and TensorRT version that built it, so a `build_on: device`
@@ -90,10 +91,7 @@ class TensorRTBackend:
             **facts,
             "profile": profile.name,
             "onnx_sha256": sha256_file(lowered.path),
-            "strongly_typed": settings.strongly_typed,
-            "builder_flags": settings.precision_flags,
-            "dla_core": settings.dla_core,
-            "shapes": {"min": settings.min_shape, "opt": settings.opt_shape, "max": settings.max_shape},
+            **settings.record(),
             **lowered.details,
         }
         return Artifact(backend=self.name, path=engine, precision=profile.precision, build=meta)

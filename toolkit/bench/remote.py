@@ -1,7 +1,7 @@
 """`tsd-edge bench --device ssh://user@host`: compiled artifacts measured on the device, over SSH.
 
     plan      which systems run here, which on the device (teacher and eager student: here, always)
-    measure   tokenize every repeat's inputs here, upload, `remote_build.py bench` there, one artifact at a time
+    measure   tokenize every repeat's inputs here, upload, `tsd-runtime.pyz bench` there, one artifact at a time
     rows      each device's figures as a `System` named `<target>@<host>`, beside the local ones
 
 An artifact built on that device (`compile --device`, its `device_run`) runs there only; another ONNX Runtime

@@ -1,7 +1,7 @@
 """What a device is, against what a profile needs: the probe's facts, and every mismatch in one line.
 
-The facts come from `remote_build.py probe` run on the device (python3 version, numpy, onnxruntime
-and its providers, TensorRT, GPU name and compute capability from the CUDA driver, Jetson Linux
+The facts come from tsd_edge.runtime.facts fed to the device's `python3 - probe` (python3 version, numpy,
+onnxruntime and its providers, TensorRT, GPU name and compute capability from the CUDA driver, Jetson Linux
 release from /etc/nv_tegra_release, the nvidia-jetpack package, architecture, free disk).
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..targets import Profile
 
-MIN_PYTHON = (3, 6)
+MIN_PYTHON = (3, 8)  # what tsd_edge.runtime, shipped to the device as a zipapp, runs on
 
 # Jetson Linux (L4T) release -> JetPack, for devices without the nvidia-jetpack meta-package
 # (NVIDIA's JetPack archive pages). The longest matching prefix wins.
@@ -66,13 +66,22 @@ def _python_ok(version: str) -> bool:
         return False
 
 
-def mismatches(profile: Profile, facts: dict[str, Any], need_bytes: int) -> list[str]:
-    """Everything that keeps this device from building and running the profile's artifact, each with its fix."""
+def runtime_mismatches(facts: dict[str, Any]) -> list[str]:
+    """What keeps the device from running tsd-edge's runtime at all (python3 >= 3.8 and numpy), with the fix."""
     out: list[str] = []
     if not _python_ok(str(facts.get("python", "0"))):
-        out.append(f"python3 is {facts.get('python')}, need >= 3.6: install a newer python3")
+        out.append(
+            f"python3 is {facts.get('python')}, tsd-edge's runtime needs >= {'.'.join(map(str, MIN_PYTHON))}: "
+            "install a newer python3 (with the target runtime's bindings for it)"
+        )
     if not facts.get("numpy"):
         out.append(f"numpy is missing ({facts.get('numpy_error', 'not importable')}): pip3 install numpy")
+    return out
+
+
+def mismatches(profile: Profile, facts: dict[str, Any], need_bytes: int) -> list[str]:
+    """Everything that keeps this device from building and running the profile's artifact, each with its fix."""
+    out = runtime_mismatches(facts)
     machine = _arch(str(facts.get("machine", "?")))
     if machine != _arch(profile.device.architecture):
         out.append(

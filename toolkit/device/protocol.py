@@ -1,40 +1,49 @@
-"""The host's half of the device protocol (version 1): request.json and inputs.npz out, response.json back;
-for `bench --device`, a bench request and bench.npz (the pre-tokenized inputs of every repeat).
+"""The host's half of the device protocol (version 2): request.json and inputs.npz out, response.json back;
+for `bench --device`, a bench request and bench.npz (the pre-tokenized inputs of every repeat); for
+`gate --device`, a logits request with the package.
 
-The device's half is `remote_build.py` in this package, a single file that needs only python3,
-numpy and the target runtime; its docstring is the protocol's reference. This module writes what
-that script reads and checks what it writes back.
+The device's half is tsd_edge.runtime.device, shipped as a zipapp of the runtime (zipapp.py) and run with the
+device's python3 (3.8+, numpy and the target runtime); its docstring is the protocol's reference, and the
+probe is tsd_edge.runtime.facts fed to `python3 -`. This module writes what the device reads and checks what
+it writes back. Python 3.8 (the gate's --device runs from a JetPack or CI Python too).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Dict, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, RuntimeMissingError, TsdEdgeError
+from ..runtime import facts
+from ..runtime.device import ENGINE, INPUTS, LOGITS, REQUEST, RESPONSE, TIMING_CACHE, ZIPAPP
+from ..runtime.facts import PROTOCOL
+from ..runtime.package import PackageIntegrityError
 
 if TYPE_CHECKING:
     from ..targets import Profile
 
-PROTOCOL = 1
-SCRIPT = "remote_build.py"
-REQUEST, RESPONSE, INPUTS, LOGITS = "request.json", "response.json", "inputs.npz", "logits.npy"
-ENGINE, TIMING_CACHE = "model.engine", "timing.cache"
 BENCH_INPUTS = "bench.npz"
 BUILD_FIELDS = ("artifact", "files", "logits", "build", "run")
 BENCH_FIELDS = ("runs", "runtime", "load_s", "machine")
+LOGITS_FIELDS = ("files", "logits", "run")
 
-Encoded = dict[str, np.ndarray]
+Encoded = Dict[str, np.ndarray]
 
 
-def script_text() -> str:
-    """The device-side script, as shipped in the package."""
-    return resources.files("tsd_edge.device").joinpath(SCRIPT).read_text(encoding="utf-8")
+def probe_text() -> str:
+    """The probe fed to the device's `python3 -` (standard library only; nothing is written there)."""
+    return Path(facts.__file__).read_text(encoding="utf-8")
+
+
+class DeviceRuntimeMissingError(RuntimeMissingError):
+    """The device lacks the artifact's runtime (exit 4; the gate reports the check as not verified)."""
+
+    def __init__(self, message: str, package: str) -> None:
+        TsdEdgeError.__init__(self, message)
+        self.package = package
 
 
 def request(profile: Profile, model: str, tensorrt_version: str | None = None) -> dict[str, Any]:
@@ -51,21 +60,11 @@ def request(profile: Profile, model: str, tensorrt_version: str | None = None) -
         "tensorrt": None,
     }
     if profile.backend == "tensorrt":
-        from ..exporters.tensorrt.loader import BuildSettings
+        from ..runtime.backends.tensorrt_build import BuildSettings
 
         major = int(tensorrt_version.split(".")[0]) if tensorrt_version else None
-        s = BuildSettings.from_profile(profile, major)
-        body["tensorrt"] = {
-            "engine": ENGINE,
-            "timing_cache": TIMING_CACHE,
-            "min_shape": list(s.min_shape),
-            "opt_shape": list(s.opt_shape),
-            "max_shape": list(s.max_shape),
-            "strongly_typed": s.strongly_typed,
-            "builder_flags": s.precision_flags,
-            "dla_core": s.dla_core,
-            "workspace_mib": s.workspace_mib,
-        }
+        settings = BuildSettings.from_profile(profile, major)
+        body["tensorrt"] = {"engine": ENGINE, "timing_cache": TIMING_CACHE, "settings": settings.to_dict()}
     elif profile.backend != "onnxruntime":
         raise InputError(
             f"{profile.name}: building on a device is for the onnxruntime and tensorrt backends, not "
@@ -88,7 +87,7 @@ def write_inputs(path: Path, batches: Sequence[tuple[Sequence[int], dict[str, np
 def bench_request(
     backend: str, model: str, threads: int, providers: Sequence[str] | None, plan: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """What `remote_build.py bench` loads and measures: the artifact, how to load it, and the repeats' plan."""
+    """What the device's `bench` loads and measures: the artifact, how to load it, and the repeats' plan."""
     if backend not in ("onnxruntime", "tensorrt"):
         raise InputError(f"the device side measures onnxruntime and tensorrt artifacts, not {backend}")
     return {
@@ -122,10 +121,22 @@ def write_bench_inputs(path: Path, repeats: Sequence[tuple[Sequence[Encoded], Se
     return plan
 
 
+def logits_request(package: str, package_sha256: str, threads: int | None) -> dict[str, Any]:
+    """What the device's `logits` verifies and runs for the gate: the uploaded package and the host's hash of it."""
+    return {
+        "protocol": PROTOCOL,
+        "package": package,
+        "package_sha256": package_sha256,
+        "inputs": INPUTS,
+        "threads": threads,
+    }
+
+
 def read_response(
     path: Path, where: str, fields: Sequence[str] = BUILD_FIELDS, what: str = "the build"
 ) -> dict[str, Any]:
-    """response.json, checked: a failure on the device becomes one InputError line."""
+    """response.json, checked: a failure on the device becomes one line, as the error of its kind (a package
+    that fails verification there: PackageIntegrityError; a missing runtime: RuntimeMissingError; else InputError)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -133,8 +144,37 @@ def read_response(
     if data.get("protocol") != PROTOCOL:
         raise InputError(f"{where}: the device answered protocol {data.get('protocol')}, expected {PROTOCOL}")
     if not data.get("ok"):
-        raise InputError(f"{where}: {what} on the device failed: {data.get('error', 'no reason given')}")
+        message = f"{where}: {what} on the device failed: {data.get('error', 'no reason given')}"
+        if data.get("kind") == "integrity":
+            raise PackageIntegrityError(message)
+        if data.get("kind") == "runtime_missing":
+            raise DeviceRuntimeMissingError(message, str(data.get("package") or "the runtime"))
+        raise InputError(message)
     for field in fields:
         if field not in data:
             raise InputError(f"{where}: the device's {RESPONSE} lacks '{field}'")
     return data
+
+
+__all__ = [
+    "BENCH_FIELDS",
+    "BENCH_INPUTS",
+    "BUILD_FIELDS",
+    "ENGINE",
+    "INPUTS",
+    "LOGITS",
+    "LOGITS_FIELDS",
+    "PROTOCOL",
+    "REQUEST",
+    "RESPONSE",
+    "TIMING_CACHE",
+    "ZIPAPP",
+    "DeviceRuntimeMissingError",
+    "bench_request",
+    "logits_request",
+    "probe_text",
+    "read_response",
+    "request",
+    "write_bench_inputs",
+    "write_inputs",
+]

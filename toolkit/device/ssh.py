@@ -21,7 +21,7 @@ class DeviceExtraMissingError(RuntimeMissingError):
     """asyncssh is not installed (exit 4)."""
 
     def __init__(self) -> None:
-        TsdEdgeError.__init__(self, "building on a device over SSH needs asyncssh: pip install 'tsd-edge[device]'")
+        TsdEdgeError.__init__(self, "working on a device over SSH needs asyncssh: pip install 'tsd-edge[device]'")
         self.package = "asyncssh"
 
 
