@@ -17,8 +17,13 @@ ORDER = ["teacher", "student", "onnx"]
 
 
 def load_reports(folder: Path) -> list[AgreementReport]:
+    """Every agreement report in the folder (other JSON files there, of other schemas, are left out)."""
+    import json
+
+    from .agreement import SCHEMA
+
     paths = sorted(folder.glob("*.json"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 9, p.stem))
-    return [AgreementReport.load(p) for p in paths]
+    return [AgreementReport.load(p) for p in paths if json.loads(p.read_text(encoding="utf-8")).get("schema") == SCHEMA]
 
 
 def _chart(reports: list[AgreementReport]) -> str:
