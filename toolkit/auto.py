@@ -311,7 +311,7 @@ def _finish(
     report.details["auto_round"] = done[-1].round
     report.save(run.report("student"))
     # a finished student for export; not `distill`'s own key, so `tsd-edge distill` trains its own
-    run.finish("distill", f"auto-round-{done[-1].round}", [run.student, run.report("student")])
+    run.finish("distill", f"auto-round-{done[-1].round}", [run.student])
     return AutoResult(done, report, budget, why, resumed, run.student)
 
 

@@ -293,7 +293,8 @@ def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     if is_main():
         result.report.details["artifact_bytes"] = (run.student / "model.safetensors").stat().st_size
         result.report.save(run.report("student"))
-        run.finish("distill", key, [run.student, run.report("student")], parameters=result.parameters)
+        # reports/student.json is left out of the hashes: a skipped distill re-judges it against the threshold
+        run.finish("distill", key, [run.student], parameters=result.parameters)
     barrier()
     summary = (
         f"{_agreement_line(result.report)}; {result.parameters / 1e6:.2f}M parameters, "
@@ -356,7 +357,7 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     report = _report("onnx", task, run, held, logits, reference)
     report.details = {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": size}
     report.save(run.report("onnx"))
-    outputs = [run.onnx.parent, run.reports / "student_logits.npy", run.report("onnx")]
+    outputs = [run.onnx.parent, run.reports / "student_logits.npy"]  # onnx.json: re-judged when skipped
     run.finish("export", key, outputs, onnx_sha256=sha256_file(run.onnx))
     return StageResult(
         "export", False, f"{_agreement_line(report)}; matches PyTorch to {validation.max_abs_diff:.1e}", report
