@@ -170,7 +170,8 @@ def test_lowering_without_onnxconverter_common_says_which_extra(tmp_path: Path) 
         "import sys; sys.modules['onnxconverter_common'] = None\n"
         "from pathlib import Path\nfrom tsd_edge.exporters import lowering\n"
         "from tsd_edge.errors import RuntimeMissingError\n"
-        "try:\n    lowering.to_fp16(Path('a.onnx'), Path('b.onnx'))\nexcept RuntimeMissingError as exc:\n    print('MSG', exc)\n"
+        "try:\n    lowering.to_fp16(Path('a.onnx'), Path('b.onnx'))\n"
+        "except RuntimeMissingError as exc:\n    print('MSG', exc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "MSG" in proc.stdout and "pip install 'tsd-edge[train]'" in proc.stdout, proc.stdout + proc.stderr
