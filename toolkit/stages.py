@@ -402,7 +402,6 @@ def compile(
         artifact = Artifact.load_meta(out / "artifact.json")
         return StageResult(f"compile {profile.name}", True, _artifact_line(artifact))
     backend = get_backend(profile.backend)
-    run.invalidate(f"compile-{profile.name}")
     if device is not None:
         return _compile_on_device(task, run, profile, backend, device, key, record_key, force)
     calibration = _calibration(task, run, profile) if profile.precision == "int8" else []
@@ -418,6 +417,7 @@ def compile(
         )
     # the host's lowered ONNX and timing cache stay beside the new artifact
     keep = (predicted.details["lowered_onnx"], "timing.cache") if predicted is not None else ()
+    run.invalidate(f"compile-{profile.name}")
     with run.staged(out, carry=keep) as folder:
         artifact = backend.build(run.onnx, profile, calibration, folder)
         artifact.build["profile"] = profile.name
@@ -487,6 +487,7 @@ def _compile_on_device(
         got = build_on_device(
             device, profile, prepare, batches, len(texts), staging, need_bytes=need, timing_cache=out / "timing.cache"
         )
+        run.invalidate(f"compile-{profile.name}")  # all came back: from here compiled/<target> changes
         out.mkdir(parents=True, exist_ok=True)
         for path in [got.artifact, *got.extra_files]:
             shutil.move(str(path), out / path.name)
@@ -581,7 +582,6 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
     if not force and run.up_to_date(stage, key, run.report(profile.name)):
         report = AgreementReport.load(run.report(profile.name))
         return StageResult(f"check {profile.name}", True, _check_line(report, task), report)
-    run.invalidate(stage)
     texts = [p.input for p in held]
     where: dict[str, Any]
     if device_run:
@@ -606,6 +606,7 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
     }
     if "predicted_agreement" in artifact.build:  # what the host predicted from the lowered ONNX, to compare
         report.details["predicted_agreement"] = artifact.build["predicted_agreement"]
+    run.invalidate(stage)
     report.save(run.report(profile.name))
     run.finish(stage, key, [run.report(profile.name)], passed=report.passed)
     line = _check_line(report, task) + (f"; logits computed on {device_run['device']}" if device_run else "")
