@@ -164,7 +164,8 @@ def test_compile_check_package_gate_through_ssh(device: Device, tmp_path: Path) 
     # logits that changed after the device computed them are not scored
     np.save(out / "device_logits.npy", device_logits[::-1])
     ran = tsd("check", d.task, "--workdir", w, "--target", d.profile, "--force")
-    assert ran.code == 2 and "logits computed on the device are missing or changed" in ran.err
+    # the compile record holds their SHA-256: the check refuses before reading them
+    assert ran.code == 2 and "compile --target" in ran.err and "half-made" in ran.err, ran.err
     np.save(out / "device_logits.npy", device_logits)
 
 

@@ -114,3 +114,126 @@ def test_package_reader_on_arbitrary_members(
     path.write_bytes(buf.getvalue())
     with pytest.raises((InputError, PackageIntegrityError)):
         read_package(path, tmp_path / "out")
+
+
+# -- input files and the run directory (issue 13) --------------------------------------------------
+
+encoded_text = st.tuples(
+    st.text(max_size=300), st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252"])
+).map(lambda te: te[0].encode(te[1], errors="replace"))
+file_bytes = st.one_of(
+    st.binary(max_size=400),
+    encoded_text,
+    st.just(b""),
+    st.integers(1, 300_000).map(lambda n: b"x" * n + b"\n"),  # huge lines (the CSV field limit is 131,072)
+)
+
+
+def _task_with_inputs(folder: Path, fmt: str, data: bytes) -> object:
+    (folder / f"in.{fmt}").write_bytes(data)
+    (folder / "labels.txt").write_bytes(data)
+    task = {"name": "t", "labels": ["a", "b"], "inputs": [{"path": f"in.{fmt}", "label_field": "label"}]}
+    (folder / "task.yaml").write_text(json.dumps(task), encoding="utf-8")
+    return load_task(folder / "task.yaml")
+
+
+@FUZZ
+@given(fmt=st.sampled_from(["txt", "jsonl", "csv"]), data=file_bytes)
+def test_inputs_reader_on_arbitrary_bytes(tmp_path: Path, fmt: str, data: bytes) -> None:
+    from tsd_edge.data import read_inputs
+
+    task = _task_with_inputs(tmp_path, fmt, data)
+    try:
+        items = read_inputs(task)  # type: ignore[arg-type]
+    except InputError as exc:
+        assert "\n" not in str(exc).strip() and str(exc)
+        return
+    assert items and all(item.text for item in items)
+
+
+@FUZZ
+@given(data=file_bytes, suffix=st.sampled_from([".txt", ".json"]))
+def test_labels_file_on_arbitrary_bytes(tmp_path: Path, data: bytes, suffix: str) -> None:
+    (tmp_path / f"labels{suffix}").write_bytes(data)
+    (tmp_path / "in.txt").write_text("hello\n")
+    task = {"name": "t", "labels": f"labels{suffix}", "inputs": [{"path": "in.txt"}]}
+    (tmp_path / "task.yaml").write_text(json.dumps(task), encoding="utf-8")
+    with contextlib.suppress(InputError):
+        load_task(tmp_path / "task.yaml")
+
+
+@FUZZ
+@given(data=file_bytes)
+def test_pairs_import_reader_on_arbitrary_bytes(tmp_path: Path, data: bytes) -> None:
+    from tsd_edge.pairs import _read
+
+    (tmp_path / "p.jsonl").write_bytes(data)
+    with contextlib.suppress(InputError):
+        _read(tmp_path / "p.jsonl")
+
+
+RUN_PATHS = [
+    "pairs.sqlite",
+    "student",
+    "student/model.safetensors",
+    "onnx",
+    "onnx/model.onnx",
+    "reports",
+    "reports/student.json",
+    "records",
+    "records/distill.json",
+    "records/export.json",
+    "compiled",
+    "compiled/cpu-x86",
+    "compiled/cpu-x86/artifact.json",
+    "dist",
+]
+
+
+@FUZZ
+@given(
+    layout=st.lists(
+        st.tuples(st.sampled_from(RUN_PATHS), st.sampled_from(["file", "folder"]), st.binary(max_size=64)),
+        max_size=6,
+    ),
+    root_kind=st.sampled_from(["folder", "file", "absent"]),
+)
+def test_run_directory_with_files_where_folders_should_be(
+    tmp_path: Path, layout: list[tuple[str, str, bytes]], root_kind: str
+) -> None:
+    """Whatever the run directory holds, opening it, its records and its store is done or one InputError."""
+    import shutil
+
+    from tsd_edge.stages import RunDir
+    from tsd_edge.store import PairStore
+
+    root = tmp_path / "run"
+    shutil.rmtree(root, ignore_errors=True)
+    if root.is_file():
+        root.unlink()
+    if root_kind == "file":
+        root.write_bytes(b"x")
+    elif root_kind == "folder":
+        root.mkdir()
+        for rel, kind, blob in layout:
+            path = root / rel
+            if any(p.exists() and not p.is_dir() for p in path.parents if p.is_relative_to(root)):
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists():
+                continue
+            if kind == "folder":
+                path.mkdir()
+            else:
+                path.write_bytes(blob)
+    run = RunDir(root)
+    try:
+        run.validate()
+        for stage in ("distill", "export", "compile-cpu-x86", "check-cpu-x86"):
+            assert not run.up_to_date(stage, "some key")
+            with contextlib.suppress(InputError):
+                run.require(stage, "it", "redo it")
+        with PairStore(run.pairs):
+            pass
+    except InputError as exc:
+        assert str(exc) and "\n" not in str(exc)

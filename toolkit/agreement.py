@@ -60,8 +60,11 @@ class AgreementReport:
         return {**asdict(self), "passed": self.passed}
 
     def save(self, path: Path) -> None:
+        """Written whole or not at all (a temporary file renamed onto it)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> AgreementReport:

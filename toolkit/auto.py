@@ -304,12 +304,14 @@ def _finish(
 ) -> AutoResult:
     """Put the last round's student where the later stages look for it (student/, reports/student.json)."""
     source = log.student(done[-1].round)
-    if run.student.exists():
-        shutil.rmtree(run.student)
-    shutil.copytree(source, run.student, ignore=shutil.ignore_patterns("report.json"))
+    run.invalidate("distill")
+    with run.staged(run.student) as folder:
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns("report.json"), dirs_exist_ok=True)
     report.details["artifact_bytes"] = (run.student / "model.safetensors").stat().st_size
     report.details["auto_round"] = done[-1].round
     report.save(run.report("student"))
+    # a finished student for export; not `distill`'s own key, so `tsd-edge distill` trains its own
+    run.finish("distill", f"auto-round-{done[-1].round}", [run.student])
     return AutoResult(done, report, budget, why, resumed, run.student)
 
 

@@ -73,11 +73,14 @@ def collect(
     todo = missing if limit is None else missing[:limit]
     result = CollectResult(teacher.fingerprint, len(inputs), len(inputs) - len(missing), len(todo), 0, 0, 0.0)
     relevance = Relevance(task, store, teacher)
+    relevance.preflight()  # a bad reference file is said now, not after the teacher answered everything
     if dry_run:
         return result
     if not todo:
         result.rule = relevance.refresh(teacher.fingerprint)
+        store.finish_collect(teacher.fingerprint, unanswered=0)
         return result
+    store.begin_collect(teacher.fingerprint)
     score = relevance.fill
     # a smoke round first while this teacher has few good answers stored (re-running a broken setup stops again)
     good = sum(n for key, n in store.counts(teacher.fingerprint).items() if key.startswith("ok/"))
@@ -93,6 +96,7 @@ def collect(
                 break
     result.seconds = time.perf_counter() - start
     result.rule = relevance.refresh(teacher.fingerprint)
+    store.finish_collect(teacher.fingerprint, unanswered=len(todo) - result.asked)
     return result
 
 

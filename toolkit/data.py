@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import InputError
 from .task import ExamplesSpec, InputSource, Task
+from .textfile import read_lines
 
 
 @dataclass(frozen=True)
@@ -48,32 +49,47 @@ def jsonl_rows(lines: Iterable[str], path: Path) -> Iterator[tuple[int, Any]]:
             yield n, json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{n}: not valid JSON ({exc.msg}); one JSON object per line") from None
+        except RecursionError:
+            raise InputError(f"{path}:{n}: JSON nested too deeply; one flat JSON object per line") from None
 
 
 def _rows(path: Path, fmt: str, text_field: str, label_field: str | None) -> Iterator[tuple[int, str, str | None]]:
-    if not path.is_file():
-        raise InputError(f"input file not found: {path} (fix inputs[].path in the task file)")
-    with path.open(encoding="utf-8", newline="") as fh:
-        if fmt == "txt":
-            for n, line in enumerate(fh, 1):
-                yield n, line.rstrip("\n"), None
-        elif fmt == "jsonl":
-            for n, obj in jsonl_rows(fh, path):
-                if not isinstance(obj, dict) or text_field not in obj:
-                    raise InputError(f"{path}:{n}: no '{text_field}' field; set text_field in the task file")
-                yield (
-                    n,
-                    str(obj[text_field]),
-                    (str(obj[label_field]) if label_field and obj.get(label_field) is not None else None),
-                )
-        else:
-            reader = csv.DictReader(fh)
-            fields = reader.fieldnames or []
-            for need in [text_field] + ([label_field] if label_field else []):
-                if need not in fields:
-                    raise InputError(f"{path}: no column '{need}' (columns: {', '.join(fields)}); fix the task file")
-            for n, row in enumerate(reader, 2):
-                yield n, row[text_field] or "", (row[label_field] or None) if label_field else None
+    lines = read_lines(path, "fix inputs[].path in the task file")
+    if fmt == "txt":
+        for n, line in enumerate(lines, 1):
+            yield n, line.rstrip("\r\n"), None
+    elif fmt == "jsonl":
+        for n, obj in jsonl_rows(lines, path):
+            if not isinstance(obj, dict) or text_field not in obj:
+                raise InputError(f"{path}:{n}: no '{text_field}' field; set text_field in the task file")
+            yield (
+                n,
+                str(obj[text_field]),
+                (str(obj[label_field]) if label_field and obj.get(label_field) is not None else None),
+            )
+    else:
+        yield from _csv_rows(path, lines, text_field, label_field)
+
+
+def _csv_rows(
+    path: Path, lines: Iterator[str], text_field: str, label_field: str | None
+) -> Iterator[tuple[int, str, str | None]]:
+    reader = csv.DictReader(lines)
+    try:
+        fields = reader.fieldnames or []
+        for need in [text_field] + ([label_field] if label_field else []):
+            if need not in fields:
+                shown = ", ".join(fields) or "none: the file is empty"
+                raise InputError(f"{path}: no column '{need}' (columns: {shown}); fix the task file")
+        for row in reader:
+            text, gold = row.get(text_field), row.get(label_field) if label_field else None
+            yield (
+                reader.line_num,
+                text if isinstance(text, str) else "",
+                gold if isinstance(gold, str) and gold else None,
+            )
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: not valid CSV ({exc}); fix the file") from None
 
 
 def read_source(src: InputSource, task: Task) -> list[TaskInput]:
@@ -89,14 +105,22 @@ def read_source(src: InputSource, task: Task) -> list[TaskInput]:
         out.append(TaskInput(text=text, source=src.path.name, gold=gold))
         if src.limit and len(out) >= src.limit:
             break
+    if not out:
+        raise InputError(
+            f"{path}: no inputs in this file (it is empty, only blank lines or only a CSV header); "
+            "add inputs or remove it from the task file"
+        )
     return out
 
 
-def read_inputs(task: Task) -> list[TaskInput]:
-    """Every task input once (first occurrence wins), in file order."""
+def read_inputs(task: Task, *, missing_ok: bool = False) -> list[TaskInput]:
+    """Every task input once (first occurrence wins), in file order; `missing_ok` leaves out files that are
+    not there (a run folder filled by `pairs import` may have none)."""
     seen: set[str] = set()
     out: list[TaskInput] = []
     for src in task.inputs:
+        if missing_ok and not task.path(src.path).exists():
+            continue
         for item in read_source(src, task):
             if item.key not in seen:
                 seen.add(item.key)

@@ -60,7 +60,7 @@ def vocabulary_texts(task: Task, store: PairStore, fingerprint: str) -> list[str
     """The texts the student's vocabulary is pruned to: every training-split input, answered or not, so
     a student warm-started from an earlier round (which saw fewer answers) has the same vocabulary."""
     stored = [p.input for p in store.pairs(fingerprint, split="train", status=None)]
-    pool = [i.text for i in read_inputs(task) if not heldout(i.key, task.split.heldout)]
+    pool = [i.text for i in read_inputs(task, missing_ok=True) if not heldout(i.key, task.split.heldout)]
     return list(dict.fromkeys(stored + pool))
 
 

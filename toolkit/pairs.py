@@ -44,6 +44,7 @@ from .data import heldout, input_key, jsonl_rows
 from .errors import InputError, RuntimeMissingError
 from .store import Pair, PairStore
 from .task import Task
+from .textfile import read_json, read_lines
 
 COLUMNS = [
     "input",
@@ -294,17 +295,35 @@ def _read(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         raise InputError(f"file not found: {path} (give a .parquet or .jsonl file of pairs)")
     if _format(path) == "jsonl":
         rows = []
-        with path.open(encoding="utf-8") as fh:
-            for n, obj in jsonl_rows(fh, path):
-                if not isinstance(obj, dict):
-                    raise InputError(f"{path}:{n}: a row is a JSON object with at least 'input' and 'label'")
-                rows.append(obj)
+        for n, obj in jsonl_rows(read_lines(path, "give a .jsonl file of pairs"), path):
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{n}: a row is a JSON object with at least 'input' and 'label'")
+            rows.append(obj)
         side = path.with_name(path.name + ".teacher.json")
-        return rows, (json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None)
+        meta = read_json(side, "it is written by `pairs export`: export again or remove it") if side.is_file() else None
+        return rows, _teacher_meta(meta, side)
     pa = _pyarrow()
-    table = pa.parquet.read_table(path)
-    raw = (table.schema.metadata or {}).get(b"tsd_edge.teacher")
-    return table.to_pylist(), (json.loads(raw) if raw else None)
+    try:
+        table = pa.parquet.read_table(path)
+        raw = (table.schema.metadata or {}).get(b"tsd_edge.teacher")
+        meta = json.loads(raw) if raw else None
+        return table.to_pylist(), _teacher_meta(meta, path)
+    except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"{path}: not a Parquet file of pairs ({exc}); export it with `tsd-edge pairs export`"
+        ) from None
+
+
+def _teacher_meta(meta: Any, where: Path) -> dict[str, Any] | None:
+    if meta is None:
+        return None
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("fingerprint"), str)
+        or not isinstance(meta.get("labels"), list)
+    ):
+        raise InputError(f"{where}: the teacher description lacks 'fingerprint' or 'labels'; export the pairs again")
+    return meta
 
 
 def pair_files(source: Path | str | Sequence[Path | str]) -> list[Path]:
@@ -327,12 +346,26 @@ def pair_files(source: Path | str | Sequence[Path | str]) -> list[Path]:
 
 
 def import_pairs(
-    store: PairStore, task: Task, fingerprint: str, path: Path | str | Sequence[Path | str]
+    store: PairStore,
+    task: Task,
+    fingerprint: str,
+    path: Path | str | Sequence[Path | str],
+    teacher: Any = None,
 ) -> tuple[int, int]:
     """Add the pairs of a file, a folder of shards or a glob; (added, already there). Splits are
-    recomputed from the task, never trusted."""
+    recomputed from the task, never trusted. Given the task's `teacher`, its pairs are then scored
+    for relevance by the task's rule (from imported embeddings where there are any) and the store is
+    ready for `distill` with no input file present."""
     added = had = 0
     marked: set[str] = set()
+    relevance = None
+    if teacher is not None:
+        from .relevance import Relevance
+
+        relevance = Relevance(task, store, teacher)
+        relevance.preflight()
+        before = store.collect_record(teacher.fingerprint)
+        store.begin_collect(teacher.fingerprint)
     for file in pair_files(path):
         rows, meta = _read(file)
         if meta:
@@ -345,7 +378,13 @@ def import_pairs(
         added, had = added + n_added, had + len(pairs) - n_added
         marked.add(owner)
     for owner in marked:
-        store.mark_relevance(owner, task.relevance.threshold)
+        if relevance is not None and owner == teacher.fingerprint:
+            relevance.refresh(owner)
+            store.finish_collect(owner, imported=True)
+        elif task.relevance.threshold is not None or store.get_meta(f"relevance/{owner}") is not None:
+            store.mark_relevance(owner, task.relevance.threshold)
+    if relevance is not None and teacher.fingerprint not in marked and before is not None:
+        store.set_meta(f"collected/{teacher.fingerprint}", before)  # none of its pairs came in: as it was
     return added, had
 
 

@@ -40,6 +40,7 @@ from .store import PairStore
 from .task import EmbeddingTeacherSpec, InputSource, Task
 
 DEFAULT_COSINE_THRESHOLD = 0.40
+REFERENCE_CHUNK = 512  # reference inputs encoded, then stored, at a time
 
 
 @dataclass
@@ -93,6 +94,11 @@ class Relevance:
 
             raise InputError("relevance.method knn needs relevance.reference: a file of on-task texts")
         self.method = method
+
+    def preflight(self) -> None:
+        """Read the reference file now (an InputError if it is bad), before any teacher call."""
+        if self.method == "knn" and self.reference_source is not None:
+            read_source(self.reference_source, self.task)
 
     # -- what the rule depends on --------------------------------------------------------------------
 
@@ -191,8 +197,10 @@ class Relevance:
         texts = {item.key: item.text for item in read_source(src, self.task)}
         known = self.store.vectors(self.encoder, list(texts), fingerprint)
         todo = [k for k in texts if k not in known]
-        if todo:
-            new = dict(zip(todo, self._embed([texts[k] for k in todo]), strict=True))
+        # stored chunk by chunk: a killed collection keeps what was encoded
+        for start in range(0, len(todo), REFERENCE_CHUNK):
+            part = todo[start : start + REFERENCE_CHUNK]
+            new = dict(zip(part, self._embed([texts[k] for k in part]), strict=True))
             self.store.add_vectors(self.encoder, new)
             known.update(new)
         order = list(texts)

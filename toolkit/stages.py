@@ -15,8 +15,14 @@ and raise TsdEdgeError subclasses; they never print or exit (that is the CLI's j
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +36,7 @@ from .errors import InputError, RefusedError
 from .store import Pair, PairStore
 from .targets import Profile, load_profile
 from .task import Task
+from .textfile import load_json_or_none
 from .verdict import Rule, judge
 
 if TYPE_CHECKING:
@@ -38,11 +45,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunDir:
+    """The run directory. Each stage builds its output in a temporary folder next to it (`staged`) and
+    renames it into place only when finished; its record is removed first (`invalidate`) and written
+    last (`finish`) with the SHA-256 of every output file. A stage without a record that matches its
+    outputs is not done, and no stage reads another's output without one (`require`)."""
+
     root: Path
 
     @classmethod
     def for_task(cls, task: Task, workdir: Path | None) -> RunDir:
-        return cls(workdir or Path("runs") / task.name)
+        run = cls(workdir or Path("runs") / task.name)
+        run.validate()
+        return run
 
     pairs = property(lambda self: self.root / "pairs.sqlite")
     student = property(lambda self: self.root / "student")
@@ -59,16 +73,106 @@ class RunDir:
     def record(self, stage: str) -> Path:
         return self.root / "records" / f"{stage}.json"
 
-    def up_to_date(self, stage: str, key: str, *outputs: Path) -> bool:
-        rec = self.record(stage)
-        if not rec.is_file() or not all(p.exists() for p in outputs):
-            return False
-        return json.loads(rec.read_text(encoding="utf-8")).get("key") == key
+    def validate(self) -> None:
+        """A file where the run directory keeps a folder (or the reverse) is bad input, said before any work."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"--workdir {self.root} is a file, not a folder: give a folder (or leave it out)")
+        folders = [
+            self.student,
+            self.onnx.parent,
+            self.reports,
+            self.dist,
+            self.root / "records",
+            self.root / "compiled",
+        ]
+        compiled = self.root / "compiled"
+        if compiled.is_dir():
+            folders += [p for p in compiled.iterdir() if not p.name.startswith(".")]
+        for folder in folders:
+            if folder.exists() and not folder.is_dir():
+                raise InputError(
+                    f"{folder}: a file where tsd-edge keeps a folder; move it away or use another --workdir"
+                )
+        if self.pairs.exists() and not self.pairs.is_file():
+            raise InputError(f"{self.pairs}: a folder where the pair store should be; move it away")
 
-    def finish(self, stage: str, key: str, **info: Any) -> None:
+    # -- records ------------------------------------------------------------------------------------
+
+    def _outputs(self, paths: tuple[Path, ...] | list[Path]) -> dict[str, str]:
+        files = []
+        for p in paths:
+            files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        return {f.relative_to(self.root).as_posix(): sha256_file(f) for f in files}
+
+    def _intact(self, rec: Any) -> bool:
+        outputs = rec.get("outputs") if isinstance(rec, dict) else None
+        if not isinstance(outputs, dict) or not outputs:
+            return False
+        for name, digest in outputs.items():
+            path = self.root / str(name)
+            if not path.is_file() or sha256_file(path) != digest:
+                return False
+        return True
+
+    def up_to_date(self, stage: str, key: str, *outputs: Path) -> bool:
+        """The stage's record matches `key` and every output file it recorded is there, unchanged."""
+        rec = load_json_or_none(self.record(stage))
+        if not isinstance(rec, dict) or rec.get("key") != key or not all(p.exists() for p in outputs):
+            return False
+        return self._intact(rec)
+
+    def require(self, stage: str, what: str, fix: str, key: str | None = None) -> None:
+        """Refuse to read `stage`'s output unless its record is there, matches `key` (if given) and its outputs."""
+        rec = load_json_or_none(self.record(stage))
+        if not isinstance(rec, dict) or (key is not None and rec.get("key") != key) or not self._intact(rec):
+            raise InputError(f"{what} is missing, out of date or half-made (no matching {self.record(stage)}): {fix}")
+
+    def invalidate(self, stage: str) -> None:
+        """Before a stage touches its output: from here until `finish` it is not done."""
+        self.record(stage).unlink(missing_ok=True)
+
+    def finish(self, stage: str, key: str, outputs: list[Path] | None = None, **info: Any) -> None:
+        """The stage's record, written last: its key and the SHA-256 of each of its output files."""
         rec = self.record(stage)
         rec.parent.mkdir(parents=True, exist_ok=True)
-        rec.write_text(json.dumps({"key": key, "finished": time.time(), **info}, indent=2) + "\n", encoding="utf-8")
+        data = {"key": key, "finished": time.time(), "outputs": self._outputs(outputs or []), **info}
+        write_atomic(rec, (json.dumps(data, indent=2) + "\n").encode())
+
+    # -- building an output beside the live one ------------------------------------------------------
+
+    @contextmanager
+    def staged(self, target: Path, *, carry: tuple[str, ...] = (), active: bool = True) -> Iterator[Path]:
+        """A fresh temporary folder next to `target`, renamed onto it when the block ends without an error
+        (removed when it raises or the process dies: the next `staged` of that target clears leftovers).
+        `carry` names files of the live folder the new one keeps; inactive (other DDP ranks): `target`."""
+        if not active:
+            yield target
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for left in target.parent.glob(f".{target.name}.*-*"):  # leftovers of a killed stage
+            shutil.rmtree(left, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        try:
+            for name in carry:
+                if (target / name).is_file():
+                    shutil.copy2(target / name, tmp / name)
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file whole or not at all: a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 @dataclass
@@ -142,7 +246,14 @@ def collect(task: Task, run: RunDir, *, limit: int | None = None, dry_run: bool 
         asked += f"; stopped: {res.stopped}"
     rule = res.rule.describe() if res.rule else f"relevance ≥ {task.relevance.threshold}"
     summary_ = f"{asked}; relevance {rule}: {dropped}"
-    return StageResult("collect", res.asked == 0, summary_, report, {"relevance": [r.__dict__ for r in relevance]})
+    data = {
+        "relevance": [r.__dict__ for r in relevance],
+        "inputs": res.inputs,
+        "unanswered": res.inputs - res.already - res.asked,
+        "failed": res.failed,
+        "stopped": res.stopped,
+    }
+    return StageResult("collect", res.asked == 0, summary_, report, data)
 
 
 # -- distill ---------------------------------------------------------------------------------------
@@ -156,6 +267,11 @@ def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     with PairStore(run.pairs) as store:
         if not store.answered(teacher.fingerprint):
             raise InputError(f"no teacher answers in {run.pairs}: run `tsd-edge collect` first")
+        if store.collect_record(teacher.fingerprint) is None:
+            raise InputError(
+                f"{run.pairs}: the last collection stopped before it finished (relevance is not scored): "
+                "run `tsd-edge collect` again"
+            )
         if is_main():
             store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
         barrier()
@@ -170,11 +286,16 @@ def distill(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
             return StageResult("distill", True, _agreement_line(report), report)
         from .distill import distill as train
 
-        result = train(task, store, teacher, run.student)
+        if is_main():
+            run.invalidate("distill")
+        # trained in a folder beside student/, renamed onto it once the best epoch is saved
+        with run.staged(run.student, active=is_main()) as out:
+            result = train(task, store, teacher, out)
     if is_main():
         result.report.details["artifact_bytes"] = (run.student / "model.safetensors").stat().st_size
         result.report.save(run.report("student"))
-        run.finish("distill", key, parameters=result.parameters)
+        # reports/student.json is left out of the hashes: a skipped distill re-judges it against the threshold
+        run.finish("distill", key, [run.student], parameters=result.parameters)
     barrier()
     summary = (
         f"{_agreement_line(result.report)}; {result.parameters / 1e6:.2f}M parameters, "
@@ -205,6 +326,7 @@ def _labels(run: RunDir) -> list[str]:
 def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
     if not (run.student / "model.safetensors").is_file():
         raise InputError(f"no student in {run.student}: run `tsd-edge distill` first")
+    run.require("distill", f"the student in {run.student}", "run `tsd-edge distill`")
     key = fingerprint(sha256_file(run.student / "model.safetensors"), sha256_file(run.student / "tokenizer.json"))
     if not force and run.up_to_date("export", key, run.onnx, run.report("onnx")):
         report = AgreementReport.load(run.report("onnx"))
@@ -218,20 +340,26 @@ def export(task: Task, run: RunDir, *, force: bool = False) -> StageResult:
 
     with PairStore(run.pairs) as store:
         held = _heldout(store, _teacher(task).fingerprint)
+    run.invalidate("export")
     texts = [p.input for p in held]
     encode = _encoder(run, task)
     samples = [encode(texts[:1]), encode(texts[1:9]), encode(texts[9:73])]
-    validation = export_onnx(run.student, run.onnx, [s for s in samples if len(s["input_ids"])])
-
-    # the fp32 student's logits: the reference every compiled artifact is held to
-    reference = predict_logits(StudentRunner.load(run.student), encode, texts)
-    np.save(run.reports / "student_logits.npy", reference)
-    with OnnxRuntimeRunner(run.onnx, threads=None) as runner:
-        logits = predict_logits(runner, encode, texts)
+    with run.staged(run.onnx.parent) as folder:
+        onnx = folder / run.onnx.name
+        validation = export_onnx(run.student, onnx, [s for s in samples if len(s["input_ids"])])
+        # the fp32 student's logits: the reference every compiled artifact is held to
+        reference = predict_logits(StudentRunner.load(run.student), encode, texts)
+        with OnnxRuntimeRunner(onnx, threads=None) as runner:
+            logits = predict_logits(runner, encode, texts)
+        size = onnx.stat().st_size
+    buf = io.BytesIO()
+    np.save(buf, reference)
+    write_atomic(run.reports / "student_logits.npy", buf.getvalue())
     report = _report("onnx", task, run, held, logits, reference)
-    report.details = {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": run.onnx.stat().st_size}
+    report.details = {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": size}
     report.save(run.report("onnx"))
-    run.finish("export", key, onnx_sha256=sha256_file(run.onnx))
+    outputs = [run.onnx.parent, run.reports / "student_logits.npy"]  # onnx.json: re-judged when skipped
+    run.finish("export", key, outputs, onnx_sha256=sha256_file(run.onnx))
     return StageResult(
         "export", False, f"{_agreement_line(report)}; matches PyTorch to {validation.max_abs_diff:.1e}", report
     )
@@ -267,6 +395,7 @@ def compile(
     profile = load_profile(target)
     if not run.onnx.is_file():
         raise InputError(f"no ONNX model in {run.onnx}: run `tsd-edge export` first")
+    run.require("export", f"the ONNX model {run.onnx}", "run `tsd-edge export`")
     out = run.compiled(profile.name)
     key = fingerprint(sha256_file(run.onnx), profile.model_dump(mode="json"))
     record_key = key if device is None else fingerprint(key, device.url)
@@ -287,13 +416,23 @@ def compile(
             f"`tsd-edge compile --target {profile.name} --device ssh://user@host`, or copy {run.root} there and run "
             f"`tsd-edge compile --target {profile.name}` (or by hand: {out / 'trtexec.txt'})"
         )
-    artifact = backend.build(run.onnx, profile, calibration, out)
-    artifact.build["profile"] = profile.name
-    if predicted is not None:
-        artifact.build["predicted_agreement"] = predicted.agreement
-    artifact.save_meta(out / "artifact.json")
-    run.finish(f"compile-{profile.name}", key, artifact_sha256=sha256_file(artifact.path))
+    # the host's lowered ONNX and timing cache stay beside the new artifact
+    keep = (predicted.details["lowered_onnx"], "timing.cache") if predicted is not None else ()
+    run.invalidate(f"compile-{profile.name}")
+    with run.staged(out, carry=keep) as folder:
+        artifact = backend.build(run.onnx, profile, calibration, folder)
+        artifact.build["profile"] = profile.name
+        if predicted is not None:
+            artifact.build["predicted_agreement"] = predicted.agreement
+        artifact.save_meta(folder / "artifact.json")
+    artifact.path = out / artifact.path.name
+    run.finish(f"compile-{profile.name}", key, _artifact_files(artifact), artifact_sha256=sha256_file(artifact.path))
     return StageResult(f"compile {profile.name}", False, _artifact_line(artifact))
+
+
+def _artifact_files(artifact: Any) -> list[Path]:
+    folder = artifact.path.parent
+    return [folder / "artifact.json", artifact.path, *(folder / name for name in artifact.extra_files)]
 
 
 def _artifact_line(artifact: Any) -> str:
@@ -349,6 +488,7 @@ def _compile_on_device(
         got = build_on_device(
             device, profile, prepare, batches, len(texts), staging, need_bytes=need, timing_cache=out / "timing.cache"
         )
+        run.invalidate(f"compile-{profile.name}")  # all came back: from here compiled/<target> changes
         out.mkdir(parents=True, exist_ok=True)
         for path in [got.artifact, *got.extra_files]:
             shutil.move(str(path), out / path.name)
@@ -378,7 +518,8 @@ def _compile_on_device(
         },
     )
     artifact.save_meta(out / "artifact.json")
-    run.finish(f"compile-{profile.name}", record_key, artifact_sha256=sha256_file(artifact.path))
+    outputs = [*_artifact_files(artifact), out / "device_logits.npy"]
+    run.finish(f"compile-{profile.name}", record_key, outputs, artifact_sha256=sha256_file(artifact.path))
     report = _report(profile.name, task, run, held, got.logits, np.load(run.reports / "student_logits.npy"))
     return StageResult(
         f"compile {profile.name}",
@@ -410,6 +551,7 @@ def _predict(
     stage = f"{profile.name}-predicted"
     if not force and run.up_to_date(f"lower-{profile.name}", key, run.report(stage)):
         return AgreementReport.load(run.report(stage))
+    run.invalidate(f"lower-{profile.name}")
     lowered = backend.lower(run.onnx, profile, calibration, run.compiled(profile.name))
     with PairStore(run.pairs) as store:
         held = _heldout(store, _teacher(task).fingerprint)
@@ -424,28 +566,20 @@ def _predict(
         **lowered.details,
     }
     report.save(run.report(stage))
-    run.finish(f"lower-{profile.name}", key, lowered_sha256=sha256_file(lowered.path))
+    run.finish(
+        f"lower-{profile.name}", key, [lowered.path, run.report(stage)], lowered_sha256=sha256_file(lowered.path)
+    )
     return report
 
 
 def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> StageResult:
-    from .runtime.artifact import Artifact
     from .runtime.backends import open_runner
     from .runtime.infer import predict_logits
 
     profile = load_profile(target)
-    meta = run.compiled(profile.name) / "artifact.json"
-    if not meta.is_file():
-        raise InputError(f"no compiled artifact for {profile.name}: run `tsd-edge compile --target {profile.name}`")
-    artifact = Artifact.load_meta(meta)
+    artifact, held, key = _check_inputs(task, run, profile)
     stage = f"check-{profile.name}"
-    with PairStore(run.pairs) as store:
-        teacher_fp = _teacher(task).fingerprint
-        held = _heldout(store, teacher_fp)
-        key = fingerprint(sha256_file(artifact.path), store.digest(teacher_fp), task.settings("agreement"))
     device_run = artifact.build.get("device_run")
-    if device_run:  # built on a device over SSH: score the logits computed there
-        key = fingerprint(key, device_run["logits_sha256"])
     if not force and run.up_to_date(stage, key, run.report(profile.name)):
         report = AgreementReport.load(run.report(profile.name))
         return StageResult(f"check {profile.name}", True, _check_line(report, task), report)
@@ -473,10 +607,31 @@ def check(task: Task, run: RunDir, target: str, *, force: bool = False) -> Stage
     }
     if "predicted_agreement" in artifact.build:  # what the host predicted from the lowered ONNX, to compare
         report.details["predicted_agreement"] = artifact.build["predicted_agreement"]
+    run.invalidate(stage)
     report.save(run.report(profile.name))
-    run.finish(stage, key, passed=report.passed)
+    run.finish(stage, key, [run.report(profile.name)], passed=report.passed)
     line = _check_line(report, task) + (f"; logits computed on {device_run['device']}" if device_run else "")
     return StageResult(f"check {profile.name}", False, line, report)
+
+
+def _check_inputs(task: Task, run: RunDir, profile: Profile) -> tuple[Any, list[Pair], str]:
+    """The finished compiled artifact, the held-out pairs, and the key a check of them is recorded under."""
+    from .runtime.artifact import Artifact
+
+    meta = run.compiled(profile.name) / "artifact.json"
+    if not meta.is_file():
+        raise InputError(f"no compiled artifact for {profile.name}: run `tsd-edge compile --target {profile.name}`")
+    again = f"run `tsd-edge compile --target {profile.name}`"
+    run.require(f"compile-{profile.name}", f"the compiled artifact in {meta.parent}", again)
+    artifact = Artifact.load_meta(meta)
+    with PairStore(run.pairs) as store:
+        teacher_fp = _teacher(task).fingerprint
+        held = _heldout(store, teacher_fp)
+        key = fingerprint(sha256_file(artifact.path), store.digest(teacher_fp), task.settings("agreement"))
+    device_run = artifact.build.get("device_run")
+    if device_run:  # built on a device over SSH: score the logits computed there
+        key = fingerprint(key, device_run["logits_sha256"])
+    return artifact, held, key
 
 
 def _device_logits(run: RunDir, profile: Profile, artifact: Any, texts: list[str], device_run: dict) -> np.ndarray:
@@ -520,18 +675,23 @@ def verdict(task: Task, run: RunDir, report: AgreementReport) -> str | None:
 
 
 def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -> StageResult:
-    from .runtime.artifact import Artifact
     from .runtime.package import versions, write_package
 
     profile = load_profile(target)
+    stage, out = f"package-{profile.name}", run.dist / f"{task.name}-{profile.name}.tsdpkg"
+    run.invalidate(stage)
     if not run.report(profile.name).is_file():
         raise InputError(f"no check for {profile.name}: run `tsd-edge check --target {profile.name}` first")
+    artifact, _, check_key = _check_inputs(task, run, profile)
+    again = f"run `tsd-edge check --target {profile.name}`"
+    run.require(f"check-{profile.name}", f"the check of {profile.name}", again, key=check_key)
     report = AgreementReport.load(run.report(profile.name))
     rule = rule_of(task, run)
     why = judge(report, rule)
     if why:
-        raise RefusedError(f"not packaged: {why}")
-    artifact = Artifact.load_meta(run.compiled(profile.name) / "artifact.json")
+        stale = _set_aside(out)
+        moved = f"; the earlier package was moved aside to {stale}" if stale else ""
+        raise RefusedError(f"not packaged: {why}{moved}")
     teacher_fp = _teacher(task).fingerprint
     with PairStore(run.pairs) as store:
         held = _heldout(store, teacher_fp)
@@ -575,7 +735,8 @@ def package(task: Task, run: RunDir, target: str, *, sign: Path | None = None) -
             "confidence": deferral.confidence,
             "max_coverage_drop": task.deploy.max_coverage_drop if task.deploy else 0.05,
         }
-    out = write_package(run.dist / f"{task.name}-{profile.name}.tsdpkg", files, manifest, sign_key=sign)
+    out = write_package(out, files, manifest, sign_key=sign)
+    run.finish(stage, check_key, [out])
     line = f"{out} ({out.stat().st_size / 1e6:.1f} MB)"
     if deferral is not None:
         line += "; " + _deferral_line(deferral)
@@ -624,6 +785,16 @@ def _deferral_line(d: Any) -> str:
         f"coverage {ev['coverage']:.3f}, answered agreement {ev['answered_agreement'] or 0:.4f} "
         f"(n={ev['n']}; target {d.target}, {d.confidence:.0%} bound on the calibration half {d.bound:.4f}){useful}"
     )
+
+
+def _set_aside(package: Path) -> Path | None:
+    """A package the task now refuses leaves dist/: renamed to <name>.tsdpkg.stale (no `*.tsdpkg` glob
+    finds it), replacing an older stale one."""
+    if not package.is_file():
+        return None
+    stale = package.with_name(package.name + ".stale")
+    package.replace(stale)
+    return stale
 
 
 def _model_card(task: Task, profile: Profile, report: AgreementReport, artifact: Any) -> str:

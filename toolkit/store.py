@@ -193,6 +193,17 @@ class PairStore:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
 
+    # the collect stage's record: removed before answers are added, set once relevance has scored them all
+    def begin_collect(self, fingerprint: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM meta WHERE key=?", (f"collected/{fingerprint}",))
+
+    def finish_collect(self, fingerprint: str, **info: Any) -> None:
+        self.set_meta(f"collected/{fingerprint}", {"finished": time.time(), **info})
+
+    def collect_record(self, fingerprint: str) -> dict[str, Any] | None:
+        return self.get_meta(f"collected/{fingerprint}")
+
     def vectors(self, encoder: str, keys: list[str], fingerprint: str | None = None) -> dict[str, np.ndarray]:
         """Stored embeddings by input hash: from the vector cache, else from `fingerprint`'s pairs."""
         out: dict[str, np.ndarray] = {}

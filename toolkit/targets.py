@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import InputError
+from .textfile import read_text
 
 
 class _Strict(BaseModel):
@@ -137,7 +138,7 @@ def load_profile(name_or_path: str) -> Profile:
     if path.suffix in {".yaml", ".yml"}:
         if not path.is_file():
             raise InputError(f"profile file not found: {path}")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        text, where = read_text(path, "give a profile YAML file"), str(path)
     else:
         names = builtin_names()
         name_or_path = ALIASES.get(name_or_path, name_or_path)

@@ -7,7 +7,6 @@ Relative paths are resolved against the task file's folder.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from .errors import InputError
+from .textfile import read_json, read_text
 
 
 class _Strict(BaseModel):
@@ -328,7 +328,7 @@ def load_task(path: str | Path) -> Task:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"task file not found: {path} (give the path to a task.yaml)")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "give the path to a task.yaml")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -344,7 +344,27 @@ def load_task(path: str | Path) -> Task:
     task._base_dir = path.resolve().parent
     task._source = path
     task._labels = _load_labels(task, path)
+    _check_targets(task, path, text)
     return task
+
+
+def _check_targets(task: Task, path: Path, text: str) -> None:
+    """Every target resolves to a profile now, not after a collection that may cost money."""
+    from .targets import load_profile
+
+    for i, name in enumerate(task.targets):
+        try:
+            load_profile(name)
+        except InputError as exc:
+            line = _line_of(_compose(text), ["targets", i])
+            raise InputError(f"{path}:{line}: targets[{i}]: {exc}") from None
+
+
+def _compose(text: str) -> Any:
+    try:
+        return yaml.compose(text)
+    except yaml.YAMLError:
+        return None
 
 
 def _load_labels(task: Task, task_path: Path) -> list[LabelSpec]:
@@ -353,14 +373,11 @@ def _load_labels(task: Task, task_path: Path) -> list[LabelSpec]:
         if not file.is_file():
             raise InputError(f"{task_path}: labels: file not found: {file} (fix the path or list the labels)")
         if file.suffix == ".json":
-            try:
-                items = json.loads(file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{file}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+            items = read_json(file, "a labels file holds a JSON list of names or {name, description}")
             if not isinstance(items, list):
                 raise InputError(f"{file}: a labels file holds a JSON list of names or {{name, description}}")
         else:
-            items = [ln.strip() for ln in file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            items = [ln.strip() for ln in read_text(file, "one label per line").splitlines() if ln.strip()]
     else:
         items = list(task.labels)
     try:
@@ -398,10 +415,7 @@ def _label_specs(items: list[Any], task_path: Path) -> list[LabelSpec]:
 
 def _describe(exc: ValidationError, path: Path, text: str) -> str:
     """All validation errors on one line: `file:line: field: problem`."""
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        root = None
+    root = _compose(text)
     parts = []
     for err in exc.errors():
         loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"str", "LabelSpec", "Path"}))]

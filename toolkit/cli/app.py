@@ -1,6 +1,7 @@
 """The Typer app every command module registers on, and what they share: option types, the error guard.
 
-Exit codes: 0 success; 1 a check did not hold; 2 bad input; 3 refused to package; 4 missing runtime.
+Exit codes: 0 success; 1 a check did not hold; 2 bad input; 3 refused to package; 4 missing runtime;
+5 collect left task inputs unanswered.
 """
 
 import sys
@@ -70,6 +71,16 @@ def guard(fn: Callable[[], Optional[int]]) -> None:
         message = " ".join(str(exc).split())  # one line, whatever a library put in the message
         err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
         code = exc.exit_code
+    except OSError as exc:  # the file system said no (a file where a folder should be, permissions, a full disk)
+        if _debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(
+            f"[bold red]error:[/] {escape(where + (exc.strerror or str(exc)))}; check that path "
+            "(the run directory, --workdir, the task file's paths) and try again",
+            soft_wrap=True,
+        )
+        code = 2
     except KeyboardInterrupt:
         err.print("interrupted: what was finished is kept; run the command again to continue")
         code = 130

@@ -53,7 +53,8 @@ def _pairs(
     from ..teachers import load_teacher
 
     t, run = load(task, workdir)
-    fingerprint = load_teacher(t).fingerprint
+    teacher = load_teacher(t)
+    fingerprint = teacher.fingerprint
     if action != "import" and not run.pairs.is_file():
         raise InputError(f"no pair store at {run.pairs}: run `tsd-edge collect {task}` first")
     out = console()
@@ -63,7 +64,7 @@ def _pairs(
             out.print(f"exported {n} pairs of teacher {fingerprint} to {files[0]}")
             return
         if action == "import":
-            added, had = import_pairs(store, t, fingerprint, files)
+            added, had = import_pairs(store, t, fingerprint, files, teacher)
             named = str(files[0]) if len(files) == 1 else f"{len(files)} files"
             out.print(f"imported {added} pairs from {named} ({had} were already stored)")
             return

@@ -24,9 +24,25 @@ def collect(
         from .. import stages
 
         t, run = load(task, workdir)
-        show(stages.collect(t, run, limit=limit, dry_run=dry_run))
+        result = stages.collect(t, run, limit=limit, dry_run=dry_run)
+        show(result)
+        if not dry_run:
+            incomplete(result, limit)
 
     guard(body)
+
+
+def incomplete(result: Any, limit: int | None) -> None:
+    """Exit 5 (IncompleteError) when inputs are still unanswered, unless `--limit` asked for only some."""
+    from ..errors import IncompleteError
+
+    left, why = result.data.get("unanswered", 0), result.data.get("stopped")
+    if left and (limit is None or result.data.get("failed") or why):
+        cause = f"stopped: {why}" if why else f"{result.data.get('failed', 0)} failed after their retries"
+        raise IncompleteError(
+            f"{left} of {result.data['inputs']} inputs are still unanswered ({cause}): run `tsd-edge collect` "
+            "again to ask for them before distilling"
+        )
 
 
 @app.command(rich_help_panel=PIPELINE)
@@ -138,10 +154,15 @@ def run(
 
     def body() -> int:
         from .. import stages
+        from ..targets import load_profile
 
         t, run_dir = load(task, workdir)
+        for name in target or []:  # the task file's own targets were checked when it was loaded
+            load_profile(name)
         start = time.perf_counter()
-        show(stages.collect(t, run_dir))
+        collected = stages.collect(t, run_dir)
+        show(collected)
+        incomplete(collected, None)
         for step in (stages.distill, stages.export):
             show(step(t, run_dir))
         return ship(t, run_dir, target or t.targets, start)
