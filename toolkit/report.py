@@ -95,16 +95,17 @@ def _deferral_chart(name: str, d: dict) -> str:
     if d.get("threshold") is not None and ev.get("answered_agreement") is not None:
         cx, cy = x(ev["coverage"]), y(ev["answered_agreement"])
         parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="#c62828"/>')
+        anchor, dx = ("end", -10) if ev["coverage"] > 0.5 else ("start", 10)  # keep the label inside the chart
         parts.append(
-            f'<text x="{cx + 8:.1f}" y="{cy + 16:.1f}">τ = {d["threshold"]:.3f}: coverage {ev["coverage"]:.2f}, '
-            f"answered {ev['answered_agreement']:.3f} (unseen half)</text>"
+            f'<text x="{cx + dx:.1f}" y="{cy + 20:.1f}" text-anchor="{anchor}">τ = {d["threshold"]:.3f}: coverage '
+            f"{ev['coverage']:.2f}, answered {ev['answered_agreement']:.3f}</text>"
         )
     parts.append("</svg>")
     note = (
         f"<p>{html.escape(name)}: the student answers when its {html.escape(d['measure'])} is at least τ, chosen "
         f"so that with {d['confidence']:.0%} confidence it agrees with the teacher on at least {d['target']} of "
-        "what it answers (SGR, Geifman &amp; El-Yaniv 2017); the point is measured on held-out inputs τ was not "
-        "chosen on.</p>"
+        "what it answers (SGR, Geifman &amp; El-Yaniv 2017). The curve is every held-out input; the red point is "
+        "measured on the half of them τ was not chosen on.</p>"
     )
     return note + "\n".join(parts)
 
