@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InputError
 from .artifact import Artifact, Runner
 from .backends import open_runner
+from .confidence import confidences
 from .infer import predict_logits
 from .package import Package, read_package
 from .tokenizer import TextEncoder
@@ -118,8 +119,6 @@ class Model:
         conf: list[float | None] = [None] * len(probs)
         sure = [True] * len(probs)
         if self.deferral is not None and len(probs):
-            from ..deferral import confidences
-
             tau = self.deferral["threshold"]
             conf = [float(c) for c in confidences(logits, self.deferral["measure"])]
             sure = [tau is not None and c >= tau for c in conf]  # type: ignore[operator]

@@ -1,0 +1,23 @@
+"""How sure the student is of each answer: what the hybrid system's deferral threshold is compared with.
+
+The runtime applies a package's threshold (toolkit/deferral.py chooses it at package time); both use this.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MEASURES = ("probability", "margin")
+
+
+def confidences(logits: np.ndarray, measure: str) -> np.ndarray:
+    """Per-row confidence of the argmax: its softmax probability, or its margin over the runner-up."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if measure == "probability":
+        return p.max(axis=1)  # type: ignore[no-any-return]
+    if measure == "margin":
+        top2 = np.sort(p, axis=1)[:, -2:] if p.shape[1] > 1 else np.concatenate([np.zeros_like(p), p], axis=1)
+        return top2[:, 1] - top2[:, 0]  # type: ignore[no-any-return]
+    raise ValueError(f"unknown confidence measure {measure!r}: use one of {', '.join(MEASURES)}")
