@@ -258,11 +258,18 @@ def build_app(
     async def v2_server(request: Any) -> Any:
         return _json({"name": "tsd-edge", "version": version, "extensions": ["binary_tensor_data"]})
 
+    def versioned(request: Any) -> Served:
+        model = model_named(request.path_params["name"])
+        asked = request.path_params.get("version")
+        if asked is not None and asked != "1":
+            raise ApiError(404, f"model {model.name!r} has version 1 only, not {asked!r}")
+        return model
+
     async def v2_model(request: Any) -> Any:
-        return _json(model_named(request.path_params["name"]).metadata())
+        return _json(versioned(request).metadata())
 
     async def v2_model_ready(request: Any) -> Any:
-        model = model_named(request.path_params["name"])
+        model = versioned(request)
         if state["ready"] and model.batcher.running:
             return _json({"name": model.name, "ready": True})
         return _error(503, f"model {model.name!r} is not ready")
@@ -271,10 +278,7 @@ def build_app(
         arrivals.count += 1
         counted = True
         try:
-            model = model_named(request.path_params["name"])
-            version_asked = request.path_params.get("version")
-            if version_asked is not None and version_asked != "1":
-                raise ApiError(404, f"model {model.name!r} has version 1 only, not {version_asked!r}")
+            model = versioned(request)
             raw = await _read_body(request, limits.max_body_bytes)
             try:
                 request_id, texts, wanted, binary = kserve.parse_request(raw, request.headers.get(kserve.HEADER_LENGTH))
