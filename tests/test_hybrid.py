@@ -8,6 +8,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import pytest
 from conftest import tsd
 
 # a mix the slice's student is sure of and inputs it has never seen anything like
@@ -103,3 +104,24 @@ def test_teacher_of_another_task_is_refused(hybrid_package: tuple[Path, Path], t
     other.write_text(task_file.read_text(encoding="utf-8").replace("name: bank-slice", "name: other"), encoding="utf-8")
     ran = tsd("predict", pkg, "--teacher", other, "hello")
     assert ran.code == 2 and "give the package's task" in ran.err
+
+
+@pytest.mark.network
+def test_serve_with_the_teacher_answers_as_predict_does(hybrid_package: tuple[Path, Path], tmp_path: Path) -> None:
+    """`tsd-edge serve PKG --teacher TASK`: the same sources and labels as `predict --teacher`, over HTTP."""
+    import httpx
+    from test_serve import Server
+
+    task_file, shipped = hybrid_package
+    pkg = with_threshold(shipped, 0.5, tmp_path / "half.tsdpkg")
+    want = tsd("predict", pkg, "--teacher", task_file, "--workdir", tmp_path / "a", *TEXTS)
+    assert want.code == 0, want.err
+    expected = [(r["label"], r["source"]) for r in map(json.loads, want.out.splitlines())]
+    server = Server(pkg, "--teacher", task_file, "--workdir", tmp_path / "b").wait_ready()
+    try:
+        got = httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, timeout=120).json()
+    finally:
+        assert server.stop() == 0
+    assert [(p["label"], p["source"]) for p in got["predictions"]] == expected
+    assert {s for _, s in expected} == {"student", "teacher"}
+    assert (tmp_path / "b" / "pairs.sqlite").is_file()  # the teacher's answers were stored

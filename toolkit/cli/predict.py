@@ -33,15 +33,22 @@ def read_inputs(stream: Any) -> Iterator[str]:
             yield line.rstrip("\n")
 
 
-def hybrid(model: Any, task_file: Path, workdir: Optional[Path], store: bool) -> Any:
-    """The package's student in front of the task's teacher (toolkit/hybrid.py; the training side: Python 3.11)."""
+def require_training_side(flag: str) -> None:
+    """A one-line error for a training-side option used on a Python that runs only the device side."""
     from ..errors import InputError
 
     if sys.version_info < (3, 11):
         raise InputError(
-            "--teacher runs the task's teacher, which is on the training side (Python 3.11+); here, without it, "
+            f"{flag} runs the task's teacher, which is on the training side (Python 3.11+); here, without it, "
             "unsure answers come back marked deferred"
         )
+
+
+def hybrid(model: Any, task_file: Path, workdir: Optional[Path], store: bool) -> Any:
+    """The package's student in front of the task's teacher (toolkit/hybrid.py; the training side: Python 3.11)."""
+    from ..errors import InputError
+
+    require_training_side("--teacher")
     from ..hybrid import Hybrid
     from .app import load as load_task
 

@@ -55,6 +55,25 @@ def load_models(specs: List[str], trust: Optional[Path], threads: Optional[int])
     return models
 
 
+def with_teacher(models: Dict[str, Any], task_file: Path, workdir: Optional[Path], store: bool) -> Dict[str, Any]:
+    """The served package of the task in `task_file` put in front of that task's teacher (toolkit/hybrid.py)."""
+    from ..errors import InputError
+    from .predict import hybrid, require_training_side
+
+    require_training_side("--teacher")
+    names = {getattr(m, "name", None) for m in models.values()}
+    matched = {key: m for key, m in models.items() if getattr(m, "name", None) == _task_name(task_file)}
+    if not matched:
+        raise InputError(f"--teacher {task_file}: no served package is of that task (served: {sorted(names)})")
+    return {key: hybrid(m, task_file, workdir, store) if key in matched else m for key, m in models.items()}
+
+
+def _task_name(task_file: Path) -> str:
+    from ..task import load_task
+
+    return load_task(task_file).name
+
+
 @app.command(rich_help_panel=SHIP)
 def serve(
     packages: Annotated[List[str], typer.Argument(help="the .tsdpkg files to serve, as PATH or NAME=PATH")],
@@ -79,6 +98,17 @@ def serve(
     ] = None,
     grace: Annotated[float, typer.Option(help="seconds in-flight requests get to finish after SIGTERM")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level")] = "warning",
+    teacher: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="the hybrid system: this task file's teacher answers what its package's student defers (the "
+            "package needs a deploy: rule); its answers are stored for the next distill (Python 3.11)"
+        ),
+    ] = None,
+    workdir: Annotated[
+        Optional[Path], typer.Option("--workdir", "-w", help="with --teacher: the run directory whose store keeps them")
+    ] = None,
+    store: Annotated[bool, typer.Option(help="with --teacher: store the teacher's answers")] = True,
 ) -> None:
     """Serve packages over HTTP on HOST:PORT: /health, /ready, POST /v1/classify, the KServe v2 protocol
     (/v2/models/NAME/infer) and Prometheus /metrics, batching concurrent requests. Stops on SIGTERM/Ctrl-C
@@ -111,6 +141,8 @@ def serve(
         signal.signal(signal.SIGTERM, stop_while_loading)  # uvicorn takes SIGTERM over while it serves
         models = load_models(packages, trust, threads)
         try:
+            if teacher is not None:
+                models = with_teacher(models, teacher, workdir, store)
             asgi = build_app(
                 models,
                 api_key=api_key,

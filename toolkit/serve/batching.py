@@ -47,6 +47,11 @@ class _Item:
 def answer_dict(pred: Any, top_k: int) -> Answer:
     """One prediction as the JSON the server returns (rounded as `Prediction.to_dict` rounds)."""
     out: Answer = {"label": str(pred.label), "score": round(float(pred.score), 6)}
+    if getattr(pred, "confidence", None) is not None:  # a package with a deferral rule: who answered, how sure
+        out["source"] = str(pred.source)
+        out["confidence"] = round(float(pred.confidence), 6)
+    if getattr(pred, "error", None):
+        out["error"] = str(pred.error)
     if top_k > 1:
         out["top_k"] = [{"label": str(lab), "score": round(float(s), 6)} for lab, s in list(pred.top_k)[:top_k]]
     return out
