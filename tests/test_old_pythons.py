@@ -160,8 +160,24 @@ def test_training_commands_name_python_311_in_one_line(old: tuple[str, Path], pi
     lines = [ln for ln in ran.err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Python 3.11" in lines[0] and f"Python {version}" in lines[0], ran.err
     assert "Traceback" not in ran.err
-    # TODO(device-side owner): once `tsd-edge serve` is on main (toolkit/serve, toolkit/cli/serve.py), start it
-    # here on 127.0.0.1 under each old Python and check a classify request answers as `predict` does.
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_serve_answers_as_predict_does(old: tuple[str, Path], package: Path) -> None:
+    """`tsd-edge serve` under the old Python on 127.0.0.1: a classify request gets this Python's predict answers."""
+    import httpx
+    from test_serve import Server
+    from tsd_edge.runtime import load
+
+    _, venv = old
+    old_server = Server(package, command=[str(venv / "bin" / "tsd-edge"), "serve"]).wait_ready()
+    try:
+        got = httpx.post(old_server.url + "/v1/classify", json={"texts": TEXTS}, timeout=60).json()
+    finally:
+        assert old_server.stop() == 0
+    with load(package) as model:
+        assert [p["label"] for p in got["predictions"]] == [p.label for p in model.predict(TEXTS)]
 
 
 # -- static: the runtime side's modules hold nothing newer than Python 3.8 ------------------------
@@ -179,6 +195,8 @@ RUNTIME_SIDE = [
     "toolkit/cli/app.py",
     "toolkit/cli/ship.py",
     "toolkit/cli/predict.py",
+    "toolkit/cli/serve.py",
+    "toolkit/serve",
 ]
 
 

@@ -39,9 +39,10 @@ HTTP = httpx.Client(timeout=60)
 class Server:
     """`tsd-edge serve ARGS --port 0` in a subprocess; knows its URL once it has announced it."""
 
-    def __init__(self, *args: str | Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str | Path, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+        command = command or [sys.executable, "-m", "tsd_edge", "serve"]  # another Python's CLI: tests/test_old_pythons
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tsd_edge", "serve", *map(str, args), "--port", "0"],
+            [*command, *map(str, args), "--port", "0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
