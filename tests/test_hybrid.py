@@ -125,3 +125,44 @@ def test_serve_with_the_teacher_answers_as_predict_does(hybrid_package: tuple[Pa
     assert [(p["label"], p["source"]) for p in got["predictions"]] == expected
     assert {s for _, s in expected} == {"student", "teacher"}
     assert (tmp_path / "b" / "pairs.sqlite").is_file()  # the teacher's answers were stored
+
+
+def test_a_slow_teacher_cannot_hold_the_caller(hybrid_package: tuple[Path, Path], tmp_path: Path) -> None:
+    """A real OpenAI-compatible server that takes 1.5 s an answer: the caller waits 0.3 s and gets the student's
+    answers flagged; while that call is in flight a second one is answered at once ("busy"); the late answers
+    are stored anyway, with provenance beside the store."""
+    import time
+
+    import tsd_edge
+    from openai_server import FakeOpenAI
+    from tsd_edge.hybrid import Hybrid
+    from tsd_edge.store import PairStore
+    from tsd_edge.task import load_task
+
+    task_file, shipped = hybrid_package
+    pkg = with_threshold(shipped, 0.5, tmp_path / "half.tsdpkg")
+    shutil.copytree(task_file.parent / "data", tmp_path / "data")
+    labels = json.loads((tmp_path / "data" / "labels.json").read_text(encoding="utf-8"))
+    with FakeOpenAI(labels, latency=1.5) as server:
+        text = task_file.read_text(encoding="utf-8").replace(
+            "teacher:\n", f"teacher:\n  kind: openai\n  base_url: {server.url}\n  model: m\n  timeout: 20\n", 1
+        )
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("  examples:")) + "\n"
+        (tmp_path / "task.yaml").write_text(text, encoding="utf-8")
+        store = tmp_path / "run" / "pairs.sqlite"
+        hybrid = Hybrid(tsd_edge.load(pkg), load_task(tmp_path / "task.yaml"), store=store, wait=0.3, pending=1)
+        start = time.perf_counter()
+        first = hybrid.predict(TEXTS)
+        second = hybrid.predict(TEXTS)
+        took = time.perf_counter() - start
+        hybrid.close()  # waits for the teacher's late answers, which are stored
+    unsure = [t for t, p in zip(TEXTS, first, strict=True) if p.deferred]
+    assert unsure and took < 1.5, took
+    assert all("did not answer within 0.3 s" in str(p.error) for p in first if p.deferred)
+    assert all("teacher busy" in str(p.error) for p in second if p.deferred)
+    with PairStore(store) as pairs:
+        stored = {p.input for p in pairs.pairs(hybrid.teacher.fingerprint, status=None)}
+    assert stored == set(unsure)
+    rows = [json.loads(line) for line in (store.parent / "deferred.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == len(unsure) and {r["package"] for r in rows} == {"bank-slice-cpu-x86"}
+    assert all(r["confidence"] < 0.5 and r["student"] in labels and r["teacher"] in labels for r in rows)

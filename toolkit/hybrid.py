@@ -13,7 +13,12 @@ teacher (source `deferred`, split by input hash as in collect), so the next `tsd
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,20 @@ SOURCE = "deferred"  # the pairs' source in the store: answers the teacher gave 
 
 
 class Hybrid:
-    def __init__(self, model: Model, task: Task, *, store: Path | None = None, teacher: Any = None) -> None:
+    """`wait`: seconds a call waits for the teacher before answering with the student's (flagged); `pending`: teacher
+    calls allowed in flight at once — past that, unsure inputs are answered by the student at once, so a slow
+    teacher cannot hold a server (its late answers are still stored when they come)."""
+
+    def __init__(
+        self,
+        model: Model,
+        task: Task,
+        *,
+        store: Path | None = None,
+        teacher: Any = None,
+        wait: float = 30.0,
+        pending: int = 4,
+    ) -> None:
         if model.deferral is None:
             from .errors import InputError
 
@@ -42,7 +60,10 @@ class Hybrid:
         self.name, self.target, self.labels = model.name, model.target, model.labels
         self.store_path = store
         self._lock = threading.Lock()  # one SQLite writer per process; WAL lets collect or distill read meanwhile
-        self.stats = {"student": 0, "teacher": 0, "deferred": 0, "teacher_errors": 0, "stored": 0}
+        self.wait = wait
+        self._slots = threading.BoundedSemaphore(pending)
+        self._pool = ThreadPoolExecutor(max_workers=pending, thread_name_prefix="tsd-teacher")
+        self.stats = {"student": 0, "teacher": 0, "deferred": 0, "teacher_errors": 0, "stored": 0, "busy": 0}
 
     def describe(self) -> dict[str, Any]:
         return {**self.model.describe(), "hybrid": True, "teacher": self.task.teacher.kind}
@@ -54,15 +75,18 @@ class Hybrid:
         if not unsure:
             return preds
         asked = [texts[i] for i in unsure]
+        if not self._slots.acquire(blocking=False):  # the teacher is busy with earlier calls: do not queue behind
+            self.stats["busy"] += 1
+            return self._degrade(preds, unsure, "teacher busy: too many calls in flight")
+        student = [(preds[i].label, preds[i].confidence) for i in unsure]
+        future = self._pool.submit(self._ask, asked, student)
         try:
-            answers = self.teacher.answer(asked)
+            answers = future.result(timeout=self.wait)
+        except FutureTimeout:
+            return self._degrade(preds, unsure, f"teacher did not answer within {self.wait:g} s")
         except Exception as exc:  # the teacher is down: degrade to the student's answer, and say why
-            reason = f"teacher unavailable: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-            for i in unsure:
-                preds[i].error = reason
-            self.stats["deferred"] += len(unsure)
             self.stats["teacher_errors"] += 1
-            return preds
+            return self._degrade(preds, unsure, f"teacher unavailable: {type(exc).__name__}: {_line(exc)}")
         for i, r in zip(unsure, answers, strict=True):
             if r.status == "ok" and r.label is not None:
                 score = float(r.probs[self.labels.index(r.label)]) if r.probs is not None else 1.0
@@ -71,10 +95,24 @@ class Hybrid:
             else:
                 preds[i].error = f"teacher: {r.status}: {r.reason}"
                 self.stats["deferred"] += 1
-        self._store(asked, answers)
         return preds
 
-    def _store(self, texts: list[str], answers: list[Any]) -> None:
+    def _degrade(self, preds: list[Prediction], unsure: list[int], reason: str) -> list[Prediction]:
+        for i in unsure:
+            preds[i].error = reason
+        self.stats["deferred"] += len(unsure)
+        return preds
+
+    def _ask(self, texts: list[str], student: list[tuple[str, float | None]]) -> list[Any]:
+        """One teacher call, in the pool; its answers are stored even when the caller stopped waiting."""
+        try:
+            answers: list[Any] = self.teacher.answer(texts)
+            self._store(texts, answers, student)
+            return answers
+        finally:
+            self._slots.release()
+
+    def _store(self, texts: list[str], answers: list[Any], student: list[tuple[str, float | None]]) -> None:
         """Every answer the teacher gave (rejected ones too, as collect stores them: never trained on)."""
         if self.store_path is None:
             return
@@ -108,6 +146,27 @@ class Hybrid:
             return
         with self._lock, PairStore(self.store_path) as store:
             self.stats["stored"] += store.add(self.teacher.fingerprint, pairs)
+            # provenance beside the store, one JSON line per answer, appended after the pairs are committed
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            with self.store_path.with_name("deferred.jsonl").open("a", encoding="utf-8") as log:
+                for text, r, (label, confidence) in zip(texts, answers, student, strict=True):
+                    row = {
+                        "time": now,
+                        "package": f"{self.name}-{self.target}",
+                        "input_hash": input_key(text),
+                        "student": label,
+                        "confidence": confidence,
+                        "teacher": r.label,
+                        "status": r.status,
+                    }
+                    log.write(json.dumps(row) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)  # answers on their way are still stored
         self.model.close()
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]

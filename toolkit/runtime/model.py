@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from .artifact import Artifact, Runner
 from .backends import open_runner
-from .confidence import confidences
+from .confidence import from_probabilities
 from .infer import predict_logits
 from .package import Package, read_package
 from .tokenizer import TextEncoder
@@ -120,7 +120,7 @@ class Model:
         sure = [True] * len(probs)
         if self.deferral is not None and len(probs):
             tau = self.deferral["threshold"]
-            conf = [float(c) for c in confidences(logits, self.deferral["measure"])]
+            conf = [float(c) for c in from_probabilities(probs, self.deferral["measure"])]
             sure = [tau is not None and c >= tau for c in conf]  # type: ignore[operator]
         out = []
         for row, idx, c, ok in zip(probs, order, conf, sure):
