@@ -111,7 +111,7 @@ def judge(bench: dict, roof: dict, primary: str, eager: str = "student") -> list
 
 def run(args: argparse.Namespace) -> Path:
     from tsd_edge.bench import bench
-    from tsd_edge.stages import RunDir
+    from tsd_edge.rundir import RunDir
     from tsd_edge.task import load_task
 
     task = load_task(args.task)

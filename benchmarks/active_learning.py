@@ -77,7 +77,7 @@ class ReplayTeacher:
 
 def one_run(task: Any, teacher: ReplayTeacher, workdir: Path, budget: int, saved: Any = None) -> list[dict[str, Any]]:
     from tsd_edge.auto import auto
-    from tsd_edge.stages import RunDir
+    from tsd_edge.rundir import RunDir
     from tsd_edge.store import PairStore
 
     run = RunDir(workdir)
@@ -273,8 +273,8 @@ def ablate(run_dir: Path, cache: Path, batch: int, candidates: int) -> dict[str,
     in a batch), how many off-task inputs it asks for, and how spread over labels it is."""
     from tsd_edge.agreement import AgreementReport
     from tsd_edge.auto import AutoLog, asked_answers, encoder_vectors, relevant, split_inputs, student_logits
+    from tsd_edge.rundir import RunDir
     from tsd_edge.selection import STRATEGIES, Pool, select
-    from tsd_edge.stages import RunDir
     from tsd_edge.store import PairStore
     from tsd_edge.task import load_task
 

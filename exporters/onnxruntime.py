@@ -19,7 +19,7 @@ import numpy as np
 
 from ..digest import sha256_file
 from ..errors import RuntimeMissingError
-from .base import Artifact, Batch
+from .base import Artifact, Backend, Batch
 
 if TYPE_CHECKING:  # pydantic is not needed to run an artifact
     from ..targets import Profile
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pydantic is not needed to run an artifact
 INPUTS = ("input_ids", "attention_mask")
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def available(self) -> bool:

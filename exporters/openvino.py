@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..digest import sha256_file
 from ..errors import InputError, RuntimeMissingError
 from ..runtime.backends.openvino import import_openvino
-from .base import Artifact, Batch
+from .base import Artifact, Backend, Batch
 
 if TYPE_CHECKING:  # pydantic is not needed to run an artifact
     from ..targets import Profile
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pydantic is not needed to run an artifact
 INPUTS = ("input_ids", "attention_mask")
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(Backend):
     name = "openvino"
 
     def available(self) -> bool:

@@ -170,18 +170,14 @@ def test_compile_check_package_gate_through_ssh(device: Device, tmp_path: Path) 
 
 
 def _host_logits(task: Path, workdir: Path, model: Path) -> np.ndarray:
-    from tsd_edge import stages
+    from tsd_edge.context import RunContext
     from tsd_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner
     from tsd_edge.runtime.infer import predict_logits
-    from tsd_edge.store import PairStore
     from tsd_edge.task import load_task
 
-    t = load_task(task)
-    run = stages.RunDir(workdir)
-    with PairStore(run.pairs) as store:
-        texts = [p.input for p in stages._heldout(store, stages._teacher(t).fingerprint)]
+    ctx = RunContext.open(load_task(task), workdir)
     with OnnxRuntimeRunner(model, threads=1) as runner:
-        return predict_logits(runner, stages._encoder(run, t), texts)
+        return predict_logits(runner, ctx.encoder, ctx.heldout_texts)
 
 
 @pytest.mark.network

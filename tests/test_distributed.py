@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 from slices import write_slice
 from tsd_edge.collect import collect
+from tsd_edge.context import RunContext
+from tsd_edge.rundir import RunDir
 from tsd_edge.runtime.infer import predict_logits
 from tsd_edge.runtime.tokenizer import TextEncoder
-from tsd_edge.stages import RunDir
 from tsd_edge.stages import distill as distill_stage
 from tsd_edge.store import PairStore
 from tsd_edge.student import StudentRunner
@@ -68,7 +69,7 @@ def test_two_gloo_processes_train_the_student_one_process_trains(tmp_path: Path,
         run.root.mkdir()
         shutil.copy(store_path, run.pairs)
 
-    single = distill_stage(task, one)  # this process: a world of one
+    single = distill_stage(RunContext(task, one))  # this process: a world of one
 
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

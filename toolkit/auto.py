@@ -34,8 +34,8 @@ from .agreement import AgreementReport
 from .data import TaskInput, heldout, read_inputs
 from .errors import InputError
 from .progress import progress
+from .rundir import RunDir
 from .selection import Pool, select
-from .stages import RunDir
 from .store import PairStore
 from .task import Task
 

@@ -21,14 +21,14 @@ from pathlib import Path
 from ...digest import sha256_file
 from ...errors import InputError
 from ...targets import Profile
-from ..base import Artifact, Batch
+from ..base import Artifact, Backend, Batch
 from ..lowering import Lowered, lower
 from .loader import BuildSettings, build_engine, import_tensorrt, trtexec_line
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def available(self) -> bool:

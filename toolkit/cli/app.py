@@ -89,11 +89,19 @@ def guard(fn: Callable[[], Optional[int]]) -> None:
 
 def load(task_path: Path, workdir: Optional[Path]) -> Tuple[Any, Any]:
     """The task and its run directory."""
-    from ..stages import RunDir
+    from ..rundir import RunDir
     from ..task import load_task
 
     task = load_task(task_path)
     return task, RunDir.for_task(task, workdir)
+
+
+def context(task_path: Path, workdir: Optional[Path]) -> Any:
+    """The command's RunContext (tsd_edge.context): the task, its run directory, its teacher, built once."""
+    from ..context import RunContext
+    from ..task import load_task
+
+    return RunContext.open(load_task(task_path), workdir)
 
 
 def show(result: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import PIPELINE, TaskArg, Workdir, app, console, guard, load, show
+from .app import PIPELINE, TaskArg, Workdir, app, console, context, guard, show
 
 
 @app.command(rich_help_panel=PIPELINE)
@@ -24,14 +24,21 @@ def auto(
     naming the labels that hold agreement back. Interrupted, it resumes where it stopped."""
 
     def body() -> int:
-        from .. import stages
         from ..auto import auto as loop
+        from ..stages import export
 
-        t, run_dir = load(task, workdir)
+        ctx = context(task, workdir)
+        t, run_dir = ctx.task, ctx.run
         start = time.perf_counter()
         err = console(stderr=True)
         result = loop(
-            t, run_dir, budget, max_rounds=rounds, on_round=_show_round, say=lambda m: err.print(f"[dim]{m}[/]")
+            t,
+            run_dir,
+            budget,
+            teacher=ctx.teacher,
+            max_rounds=rounds,
+            on_round=_show_round,
+            say=lambda m: err.print(f"[dim]{m}[/]"),
         )
         if result.resumed:
             console().print(
@@ -46,10 +53,11 @@ def auto(
             f"calls ({last.heldout_calls:,} held-out + {last.train_calls:,} training) of a budget of {budget:,}",
             soft_wrap=True,
         )
-        show(stages.export(t, run_dir))
+        ctx.refresh()  # the loop added answers and left its last student
+        show(export(ctx))
         from .pipeline import ship
 
-        return ship(t, run_dir, target or t.targets, start)
+        return ship(ctx, target or t.targets, start)
 
     guard(body)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import PIPELINE, Force, Identity, KnownHosts, Target, TaskArg, Workdir, app, console, guard, load, show
+from .app import PIPELINE, Force, Identity, KnownHosts, Target, TaskArg, Workdir, app, console, context, guard, show
 
 
 @app.command(rich_help_panel=PIPELINE)
@@ -21,10 +21,9 @@ def collect(
     """Feed the teacher every task input it has not answered and store each call-and-response pair."""
 
     def body() -> None:
-        from .. import stages
+        from ..stages import collect as collect_stage
 
-        t, run = load(task, workdir)
-        result = stages.collect(t, run, limit=limit, dry_run=dry_run)
+        result = collect_stage(context(task, workdir), limit=limit, dry_run=dry_run)
         show(result)
         if not dry_run:
             incomplete(result, limit)
@@ -51,11 +50,10 @@ def distill(task: TaskArg, workdir: Workdir = None, force: Force = False) -> Non
     Several processes or GPUs: `torchrun --nproc_per_node N -m tsd_edge distill TASK` (docs/scale.md)."""
 
     def body() -> None:
-        from .. import stages
         from ..distributed import is_main
+        from ..stages import distill as distill_stage
 
-        t, run = load(task, workdir)
-        result = stages.distill(t, run, force=force)
+        result = distill_stage(context(task, workdir), force=force)
         if is_main():  # under torchrun every process gets the same result: say it once
             show(result)
 
@@ -67,10 +65,9 @@ def export(task: TaskArg, workdir: Workdir = None, force: Force = False) -> None
     """Export the student to ONNX (opset 17, dynamic axes) and validate it against PyTorch."""
 
     def body() -> None:
-        from .. import stages
+        from ..stages import export as export_stage
 
-        t, run = load(task, workdir)
-        show(stages.export(t, run, force=force))
+        show(export_stage(context(task, workdir), force=force))
 
     guard(body)
 
@@ -98,15 +95,14 @@ def compile_(
     `--device ssh://user@host` builds it there and runs the held-out inputs on it."""
 
     def body() -> None:
-        from .. import stages
+        from ..compile_check import compile as compile_stage
 
         remote = None
         if device is not None:
             from ..device import SshDevice
 
             remote = SshDevice.parse(device, identity, known_hosts)
-        t, run = load(task, workdir)
-        show(stages.compile(t, run, target, force=force, device=remote))
+        show(compile_stage(context(task, workdir), target, force=force, device=remote))
 
     guard(body)
 
@@ -116,12 +112,13 @@ def check(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, fo
     """Re-check agreement with the teacher on the compiled artifact (exit 1 when it does not hold)."""
 
     def body() -> int:
-        from .. import stages
+        from ..compile_check import check as check_stage
+        from ..compile_check import verdict
 
-        t, run = load(task, workdir)
-        result = stages.check(t, run, target, force=force)
+        ctx = context(task, workdir)
+        result = check_stage(ctx, target, force=force)
         show(result)
-        return 0 if stages.verdict(t, run, result.report) is None else 1
+        return 0 if verdict(ctx, result.report) is None else 1
 
     guard(body)
 
@@ -136,10 +133,9 @@ def package(
     """Write dist/<task>-<target>.tsdpkg, only if the compiled agreement holds (else exit 3)."""
 
     def body() -> None:
-        from .. import stages
+        from ..packaging import package as package_stage
 
-        t, run = load(task, workdir)
-        show(stages.package(t, run, target, sign=sign))
+        show(package_stage(context(task, workdir), target, sign=sign))
 
     guard(body)
 
@@ -156,33 +152,35 @@ def run(
         from .. import stages
         from ..targets import load_profile
 
-        t, run_dir = load(task, workdir)
+        ctx = context(task, workdir)
         for name in target or []:  # the task file's own targets were checked when it was loaded
             load_profile(name)
         start = time.perf_counter()
-        collected = stages.collect(t, run_dir)
+        collected = stages.collect(ctx)
         show(collected)
         incomplete(collected, None)
         for step in (stages.distill, stages.export):
-            show(step(t, run_dir))
-        return ship(t, run_dir, target or t.targets, start)
+            show(step(ctx))
+        return ship(ctx, target or ctx.task.targets, start)
 
     guard(body)
 
 
-def ship(t: Any, run_dir: Any, targets: list[str], start: float) -> int:
+def ship(ctx: Any, targets: list[str], start: float) -> int:
     """Compile, check and package each target (a refusal is reported and the next target goes on), then the
     stage table, the report and the packages; the exit code (3 when a target was refused)."""
-    from .. import stages
+    from ..compile_check import check, compile
     from ..errors import RefusedError
+    from ..packaging import package
     from ..report import write_report
 
+    t, run_dir = ctx.task, ctx.run
     code, packages = 0, []
     for name in targets:
-        for step in (stages.compile, stages.check):
-            show(step(t, run_dir, name))
+        for step in (compile, check):
+            show(step(ctx, name))
         try:
-            packaged = stages.package(t, run_dir, name)
+            packaged = package(ctx, name)
         except RefusedError as exc:
             console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
             code = exc.exit_code
