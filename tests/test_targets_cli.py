@@ -43,3 +43,39 @@ def test_jetson_is_lowered_and_predicted_here_then_refused(pipeline: tuple[Path,
     # check has nothing to check on this host, and says how to get there
     check = tsd("check", task, "--workdir", workdir, "--target", "jetson-orin-nano")
     assert check.code == 2 and "compile" in check.err
+
+
+def test_run_reports_a_target_it_cannot_build_here_and_goes_on(
+    pipeline: tuple[Path, Path, Ran], tmp_path: Path
+) -> None:
+    """The library's run(): the Jetson target is reported as not built here, cpu-x86 after it is still packaged
+    and the report is written; the CLI says the same and exits 2 (a target asked for was not built)."""
+    import shutil
+
+    from tsd_edge.context import RunContext
+    from tsd_edge.errors import NotBuildableHere
+    from tsd_edge.pipeline import run
+    from tsd_edge.task import load_task
+
+    task, workdir, ran = pipeline
+    assert ran.code == 0, ran.err
+    work = tmp_path / "run"
+    shutil.copytree(workdir, work)
+    seen: list[str] = []
+    result = run(
+        RunContext.open(load_task(task), work),
+        targets=["jetson-orin-nano", "cpu-x86"],
+        on_stage=lambda r: seen.append(r.stage),
+    )
+    jetson, cpu = result.targets
+    assert jetson.outcome == "not built here" and isinstance(jetson.error, NotBuildableHere)
+    assert jetson.package is None and "build on the device" in str(jetson.error)
+    assert cpu.outcome == "packaged" and cpu.package == work / "dist" / f"{load_task(task).name}-cpu-x86.tsdpkg"
+    assert result.packages == [cpu.package] and cpu.package.is_file()
+    assert result.report is not None and result.report.is_file()
+    assert result.exit_code == 2
+    assert seen[:3] == ["collect", "distill", "export"] and "package cpu-x86" in seen
+
+    cli = tsd("run", task, "--workdir", work, "--target", "jetson-orin-nano", "--target", "cpu-x86")
+    assert cli.code == 2, cli.out + cli.err
+    assert "not built here" in cli.out and "package: " in cli.out and "report: " in cli.out

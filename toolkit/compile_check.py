@@ -10,7 +10,7 @@
     verdict(ctx, report)                why the artifact may not ship (toolkit/verdict.py), or None.
 
 Backends are reached only through `exporters.get_backend(profile.backend)`; a backend that refuses to build on
-this machine (`Backend.refusal`) raises InputError, saying where to build it.
+this machine (`Backend.refusal`) raises NotBuildableHere, which `pipeline.run` reports and goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from .agreement import AgreementReport
 from .context import RunContext
 from .digest import sha256_file
-from .errors import InputError
+from .errors import InputError, NotBuildableHere
 from .rundir import fingerprint
 from .stages import StageResult, agreement_line
 from .store import PairStore
@@ -106,7 +106,7 @@ class Place(Protocol):
 
 
 class Here:
-    """This machine: the backend builds here (unless it refuses, saying where to build), the check runs here."""
+    """This machine: the backend builds here (unless it refuses: NotBuildableHere), the check runs here."""
 
     def record_key(self, key: str) -> str:
         return key
@@ -123,7 +123,7 @@ class Here:
                 if predicted
                 else ""
             )
-            raise InputError(
+            raise NotBuildableHere(
                 f"{profile.name}: {refusal}{said}; build on the device: from here with "
                 f"`tsd-edge compile --target {profile.name} --device ssh://user@host`, or copy {run.root} there and "
                 f"run `tsd-edge compile --target {profile.name}` (or by hand: {job.out / 'trtexec.txt'})"

@@ -2,6 +2,7 @@
 
     TsdEdgeError                 exit 1  (base; a check did not hold)
     ├── InputError               exit 2  bad task file, profile, argument, data or package
+    │   └── NotBuildableHere     exit 2  this machine may not build the target (a Jetson engine on a host)
     ├── RefusedError             exit 3  agreement did not hold, nothing was packaged
     ├── RuntimeMissingError      exit 4  an optional runtime is not installed
     └── IncompleteError          exit 5  collect ended with task inputs still unanswered
@@ -18,6 +19,11 @@ class TsdEdgeError(Exception):
 
 class InputError(TsdEdgeError):
     exit_code = 2
+
+
+class NotBuildableHere(InputError):
+    """The target's artifact may not be built on this machine; the message says where and how to build it.
+    `tsd-edge run` reports it for that target and goes on with the others."""
 
 
 class RefusedError(TsdEdgeError):

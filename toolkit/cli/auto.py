@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import typer
@@ -25,11 +24,11 @@ def auto(
 
     def body() -> int:
         from ..auto import auto as loop
+        from ..pipeline import ship
         from ..stages import export
 
         ctx = context(task, workdir)
         t, run_dir = ctx.task, ctx.run
-        start = time.perf_counter()
         err = console(stderr=True)
         result = loop(
             t,
@@ -55,9 +54,9 @@ def auto(
         )
         ctx.refresh()  # the loop added answers and left its last student
         show(export(ctx))
-        from .pipeline import ship
+        from .pipeline import finish, show_target
 
-        return ship(ctx, target or t.targets, start)
+        return finish(ship(ctx, target or t.targets, on_stage=show, on_target=show_target), run_dir)
 
     guard(body)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,27 +20,15 @@ def collect(
     """Feed the teacher every task input it has not answered and store each call-and-response pair."""
 
     def body() -> None:
+        from ..pipeline import require_complete
         from ..stages import collect as collect_stage
 
         result = collect_stage(context(task, workdir), limit=limit, dry_run=dry_run)
         show(result)
         if not dry_run:
-            incomplete(result, limit)
+            require_complete(result, limit)
 
     guard(body)
-
-
-def incomplete(result: Any, limit: int | None) -> None:
-    """Exit 5 (IncompleteError) when inputs are still unanswered, unless `--limit` asked for only some."""
-    from ..errors import IncompleteError
-
-    left, why = result.data.get("unanswered", 0), result.data.get("stopped")
-    if left and (limit is None or result.data.get("failed") or why):
-        cause = f"stopped: {why}" if why else f"{result.data.get('failed', 0)} failed after their retries"
-        raise IncompleteError(
-            f"{left} of {result.data['inputs']} inputs are still unanswered ({cause}): run `tsd-edge collect` "
-            "again to ask for them before distilling"
-        )
 
 
 @app.command(rich_help_panel=PIPELINE)
@@ -149,50 +136,31 @@ def run(
     """Collect, distill, export, compile, check and package, skipping stages whose inputs did not change."""
 
     def body() -> int:
-        from .. import stages
-        from ..targets import load_profile
+        from ..pipeline import run as run_all
 
         ctx = context(task, workdir)
-        for name in target or []:  # the task file's own targets were checked when it was loaded
-            load_profile(name)
-        start = time.perf_counter()
-        collected = stages.collect(ctx)
-        show(collected)
-        incomplete(collected, None)
-        for step in (stages.distill, stages.export):
-            show(step(ctx))
-        return ship(ctx, target or ctx.task.targets, start)
+        return finish(run_all(ctx, targets=target, on_stage=show, on_target=show_target), ctx.run)
 
     guard(body)
 
 
-def ship(ctx: Any, targets: list[str], start: float) -> int:
-    """Compile, check and package each target (a refusal is reported and the next target goes on), then the
-    stage table, the report and the packages; the exit code (3 when a target was refused)."""
-    from ..compile_check import check, compile
-    from ..errors import RefusedError
-    from ..packaging import package
-    from ..report import write_report
+def show_target(result: Any) -> None:
+    """A target that was not packaged: why, in one line (its stages were shown as they finished)."""
+    from rich.markup import escape
 
-    t, run_dir = ctx.task, ctx.run
-    code, packages = 0, []
-    for name in targets:
-        for step in (compile, check):
-            show(step(ctx, name))
-        try:
-            packaged = package(ctx, name)
-        except RefusedError as exc:
-            console().print(f"[bold red]{'package ' + name:<18} refused[/]  {exc}", soft_wrap=True)
-            code = exc.exit_code
-            continue
-        show(packaged)
-        packages.append(packaged.data["path"])
+    if result.error is not None:
+        message = escape(" ".join(str(result.error).split()))
+        console().print(f"[bold red]{result.target:<18} {result.outcome}[/]  {message}", soft_wrap=True)
+
+
+def finish(result: Any, run_dir: Any) -> int:
+    """The stage table, the report and the packages of a run; its exit code (pipeline.RunResult.exit_code)."""
     stage_table(run_dir)
-    console().print(f"report: {write_report(t.name, run_dir.reports, run_dir.root / 'report.html')}")
-    for p in packages:
+    console().print(f"report: {result.report}")
+    for p in result.packages:
         console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
-    console().print(f"[dim]{time.perf_counter() - start:.0f} s in all[/]")
-    return code
+    console().print(f"[dim]{result.seconds:.0f} s in all[/]")
+    return int(result.exit_code)
 
 
 def stage_table(run_dir: Any) -> None:
