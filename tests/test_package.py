@@ -10,6 +10,8 @@ import gzip
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -478,3 +480,22 @@ def test_manifest_file_entry_that_is_not_a_mapping_is_refused(tmp_path: Path) ->
     manifest = manifest_of(members)
     manifest["files"]["model.onnx"] = manifest["files"]["model.onnx"]["sha256"]
     assert_refused(tmp_path, with_manifest(members, manifest))
+
+
+def test_manifest_schema_is_checked_under_python_dash_o(tmp_path: Path) -> None:
+    """Integrity is checked explicitly: `python -O` (which drops `assert`) refuses another schema the same way."""
+    members = good_members(tmp_path)
+    manifest = manifest_of(members)
+    manifest["schema"] = "someone-else/package/9"
+    bad = build_tar(tmp_path / "bad.tsdpkg", with_manifest(members, manifest))
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from tsd_edge.runtime.package import PackageIntegrityError, read_package\n"
+        "try:\n    read_package(Path(sys.argv[1]), Path(sys.argv[2]))\nexcept PackageIntegrityError as exc:\n"
+        "    print('refused:', exc)\n    sys.exit(0)\nsys.exit(1)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-O", "-c", code, str(bad), str(tmp_path / "dest")], capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "is not a tsd-edge/package/1 manifest" in ran.stdout, ran.stdout

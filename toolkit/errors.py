@@ -5,7 +5,10 @@
     │   └── NotBuildableHere     exit 2  this machine may not build the target (a Jetson engine on a host)
     ├── RefusedError             exit 3  agreement did not hold, nothing was packaged
     ├── RuntimeMissingError      exit 4  an optional runtime is not installed
-    └── IncompleteError          exit 5  collect ended with task inputs still unanswered
+    ├── IncompleteError          exit 5  collect ended with task inputs still unanswered
+    └── BuildError               exit 6  the input was accepted, but the backend failed to build or run the
+                                         artifact on this machine (TensorRT could not parse or build, a CUDA
+                                         error, an engine built for another GPU)
 
 Every message says what is wrong and how to fix it, in one line.
 """
@@ -67,3 +70,9 @@ class IncompleteError(TsdEdgeError):
     """Collection stopped with inputs unanswered (retries spent, a budget, a refusing server)."""
 
     exit_code = 5
+
+
+class BuildError(TsdEdgeError):
+    """The backend failed on this machine: not bad input (exit 2), not a check that did not hold (exit 1)."""
+
+    exit_code = 6

@@ -1,7 +1,7 @@
 """The Typer app every command module registers on, and what they share: option types, the error guard.
 
 Exit codes: 0 success; 1 a check did not hold; 2 bad input; 3 refused to package; 4 missing runtime;
-5 collect left task inputs unanswered.
+5 collect left task inputs unanswered; 6 the backend failed to build or run the artifact here.
 """
 
 import sys

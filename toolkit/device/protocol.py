@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Sequence
 
 import numpy as np
 
-from ..errors import InputError, RuntimeMissingError, TsdEdgeError
+from ..errors import BuildError, InputError, RuntimeMissingError, TsdEdgeError
 from ..runtime import facts
 from ..runtime.device import ENGINE, INPUTS, LOGITS, REQUEST, RESPONSE, TIMING_CACHE, ZIPAPP
 from ..runtime.facts import PROTOCOL
@@ -136,7 +136,8 @@ def read_response(
     path: Path, where: str, fields: Sequence[str] = BUILD_FIELDS, what: str = "the build"
 ) -> dict[str, Any]:
     """response.json, checked: a failure on the device becomes one line, as the error of its kind (a package
-    that fails verification there: PackageIntegrityError; a missing runtime: RuntimeMissingError; else InputError)."""
+    that fails verification there: PackageIntegrityError; a missing runtime: RuntimeMissingError; a build or CUDA
+    failure: BuildError; else InputError)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -149,6 +150,8 @@ def read_response(
             raise PackageIntegrityError(message)
         if data.get("kind") == "runtime_missing":
             raise DeviceRuntimeMissingError(message, str(data.get("package") or "the runtime"))
+        if data.get("kind") == "build":
+            raise BuildError(message)
         raise InputError(message)
     for field in fields:
         if field not in data:

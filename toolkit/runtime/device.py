@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 from ..digest import sha256_file
-from ..errors import InputError, RuntimeMissingError, TsdEdgeError
+from ..errors import BuildError, InputError, RuntimeMissingError, TsdEdgeError
 from . import facts
 from .facts import PROTOCOL
 
@@ -366,6 +366,8 @@ def failure(exc: BaseException) -> Response:
         out["error"] = f"this device's python3 has no {exc.name}: pip install {exc.name}"
     elif isinstance(exc, InputError):
         out["kind"] = "input"
+    elif isinstance(exc, BuildError):
+        out["kind"] = "build"
     return out
 
 

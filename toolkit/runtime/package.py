@@ -136,10 +136,12 @@ def read_package(path: Path, dest: Path, trust: Path | None = None) -> Package:
         verified = True
     try:
         manifest = json.loads(manifest_bytes)
-        listed = manifest["files"]
-        assert manifest.get("schema") == SCHEMA and isinstance(listed, dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise PackageIntegrityError(f"{path}: {MANIFEST} is not a {SCHEMA} manifest") from None
+    except ValueError:
+        manifest = None
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    # checked explicitly, not with `assert` (gone under `python -O`)
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA or not isinstance(listed, dict):
+        raise PackageIntegrityError(f"{path}: {MANIFEST} is not a {SCHEMA} manifest")
     if set(listed) != set(contents):
         extra, missing = sorted(set(contents) - set(listed)), sorted(set(listed) - set(contents))
         raise PackageIntegrityError(f"{path}: files differ from the manifest (extra {extra}, missing {missing})")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import RuntimeMissingError, TsdEdgeError
+from ...errors import BuildError, RuntimeMissingError
 from ..artifact import Artifact, Batch
 
 # newest first: the library a TensorRT build links against is one of these
@@ -75,7 +75,7 @@ class Cuda:
 
     def check(self, code: int, what: str) -> None:
         if code != 0:
-            raise TsdEdgeError(f"{what} failed with CUDA error {code}: check the GPU and its driver (nvidia-smi)")
+            raise BuildError(f"{what} failed with CUDA error {code}: check the GPU and its driver (nvidia-smi)")
 
     def malloc(self, nbytes: int) -> int:
         ptr = ctypes.c_void_p()
@@ -124,7 +124,7 @@ class TensorRTRunner:
         self.trt_runtime = trt.Runtime(self.logger)
         self.engine = self.trt_runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise TsdEdgeError(
+            raise BuildError(
                 f"TensorRT {self.version} could not load {path.name}: an engine runs only on the GPU model and "
                 "TensorRT version that built it; rebuild it on this device with `tsd-edge compile`"
             )
@@ -194,7 +194,7 @@ class TensorRTRunner:
         else:
             ok = legacy.execute_async_v2([self.buffers[n][0] for n in self.names], self.stream)
         if not ok:
-            raise TsdEdgeError("TensorRT could not run the engine: run with --debug and see TensorRT's log")
+            raise BuildError("TensorRT could not run the engine: run with --debug and see TensorRT's log")
         self.cuda.check(self.cuda.lib.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         for name, host in results.items():
             self.cuda.copy(host.ctypes.data, self.buffers[name][0], host.nbytes, D2H)

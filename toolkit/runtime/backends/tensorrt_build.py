@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Tuple
 
-from ...errors import InputError
+from ...errors import BuildError, InputError
 from .tensorrt import import_tensorrt
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def build_engine(onnx: Path, engine: Path, settings: BuildSettings, timing_cache
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise InputError(f"TensorRT could not parse {onnx.name}: {errors}")
+        raise BuildError(f"TensorRT could not parse {onnx.name}: {errors}")
 
     config = builder.create_builder_config()
     workspace = settings.workspace_mib << 20
@@ -153,6 +153,6 @@ def build_engine(onnx: Path, engine: Path, settings: BuildSettings, timing_cache
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise InputError(f"TensorRT could not build an engine from {onnx.name} (run with --debug and see its log)")
+        raise BuildError(f"TensorRT could not build an engine from {onnx.name} (run with --debug and see its log)")
     engine.write_bytes(bytes(serialized))
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
