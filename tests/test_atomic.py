@@ -175,7 +175,7 @@ def _forget_some_answers(db: Path, rng: random.Random, n: int) -> None:
 def _assert_whole(work: Path, tmp: Path) -> None:
     """Every stage's record matches its outputs, nothing half-made is left, and the package is the
     compiled student of a trained model that the gate passes."""
-    from tsd_edge.rundir import RunDir
+    from tsd_edge import RunDir
 
     run = RunDir(work)
     for rec in (work / "records").glob("*.json"):

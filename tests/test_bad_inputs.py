@@ -178,7 +178,7 @@ def test_lowering_without_onnxconverter_common_says_which_extra(tmp_path: Path) 
 
 
 def test_records_that_are_not_json_mean_not_done(tmp_path: Path) -> None:
-    from tsd_edge.rundir import RunDir
+    from tsd_edge import RunDir
 
     run = RunDir(tmp_path)
     run.record("distill").parent.mkdir(parents=True)

@@ -33,6 +33,22 @@ def test_help_does_not_import_torch() -> None:
     assert "HEAVY []" in proc.stdout, proc.stdout
 
 
+def test_the_public_api_is_declared_and_import_stays_light() -> None:
+    """Every name in tsd_edge.__all__ resolves; `import tsd_edge` itself pulls in no numpy, torch or runtime."""
+    code = (
+        "import sys\nimport tsd_edge\n"
+        "light = sorted(m for m in ('numpy', 'torch', 'onnxruntime', 'pydantic') if m in sys.modules)\n"
+        "missing = [n for n in tsd_edge.__all__ if getattr(tsd_edge, n, None) is None]\n"
+        "print('LIGHT', light, 'MISSING', missing)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "LIGHT [] MISSING []" in proc.stdout, proc.stdout + proc.stderr
+    import tsd_edge
+
+    assert {"load", "load_task", "run", "RunContext", "RunDir", "RunResult", "StageResult"} <= set(tsd_edge.__all__)
+    assert tsd_edge.run.__module__ == "tsd_edge.pipeline" and tsd_edge.RunContext.__module__ == "tsd_edge.context"
+
+
 @pytest.mark.parametrize(
     "command", ["collect", "distill", "export", "compile", "check", "package", "run", "gate", "profiles"]
 )

@@ -170,10 +170,9 @@ def test_compile_check_package_gate_through_ssh(device: Device, tmp_path: Path) 
 
 
 def _host_logits(task: Path, workdir: Path, model: Path) -> np.ndarray:
-    from tsd_edge.context import RunContext
+    from tsd_edge import RunContext, load_task
     from tsd_edge.runtime.backends.onnxruntime import OnnxRuntimeRunner
     from tsd_edge.runtime.infer import predict_logits
-    from tsd_edge.task import load_task
 
     ctx = RunContext.open(load_task(task), workdir)
     with OnnxRuntimeRunner(model, threads=1) as runner:

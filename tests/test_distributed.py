@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from slices import write_slice
+from tsd_edge import RunContext, RunDir
 from tsd_edge.collect import collect
-from tsd_edge.context import RunContext
-from tsd_edge.rundir import RunDir
 from tsd_edge.runtime.infer import predict_logits
 from tsd_edge.runtime.tokenizer import TextEncoder
 from tsd_edge.stages import distill as distill_stage

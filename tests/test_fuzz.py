@@ -204,7 +204,7 @@ def test_run_directory_with_files_where_folders_should_be(
     """Whatever the run directory holds, opening it, its records and its store is done or one InputError."""
     import shutil
 
-    from tsd_edge.rundir import RunDir
+    from tsd_edge import RunDir
     from tsd_edge.store import PairStore
 
     root = tmp_path / "run"

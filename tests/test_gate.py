@@ -65,7 +65,7 @@ def test_regression_against_a_baseline(built: tuple[Path, Path], tmp_path: Path)
     emb.CopyFrom(numpy_helper.from_array(arr, emb.name))
     onnx.save(model, str(model_path))
     # recorded as a compile that produced this artifact would be (a changed artifact without a record is refused)
-    from tsd_edge.rundir import RunDir
+    from tsd_edge import RunDir
 
     runs = RunDir(run)
     key = json.loads(runs.record("compile-cpu-x86").read_text())["key"]

@@ -52,17 +52,15 @@ def test_run_reports_a_target_it_cannot_build_here_and_goes_on(
     and the report is written; the CLI says the same and exits 2 (a target asked for was not built)."""
     import shutil
 
-    from tsd_edge.context import RunContext
-    from tsd_edge.errors import NotBuildableHere
-    from tsd_edge.pipeline import run
-    from tsd_edge.task import load_task
+    import tsd_edge
+    from tsd_edge import NotBuildableHere, RunContext, load_task
 
     task, workdir, ran = pipeline
     assert ran.code == 0, ran.err
     work = tmp_path / "run"
     shutil.copytree(workdir, work)
     seen: list[str] = []
-    result = run(
+    result = tsd_edge.run(
         RunContext.open(load_task(task), work),
         targets=["jetson-orin-nano", "cpu-x86"],
         on_stage=lambda r: seen.append(r.stage),
