@@ -94,6 +94,19 @@ def test_knn_keeps_on_task_inputs_and_drops_off_task_ones(tmp_path: Path) -> Non
         assert relevant(store) == marks
 
 
+def test_auto_judges_unasked_inputs_as_collect_marks_stored_ones(tmp_path: Path) -> None:
+    """One Relevance: `keeps` (what auto asks) gives the marks `refresh` (collect) gives, same threshold."""
+    task_path, store, vec = _setup(tmp_path, {})
+    with store:
+        rule = Relevance(load_task(task_path), store, object())
+        rule.refresh(FP)
+        marks = relevant(store)
+        texts = sorted(marks)
+        kept = rule.keeps(FP, [input_key(t) for t in texts], {input_key(t): vec[t] for t in texts})
+        assert dict(zip(texts, kept, strict=True)) == marks
+        assert 0 < sum(kept) < len(kept)
+
+
 def test_a_changed_rule_rescores_every_pair_and_an_unchanged_one_nothing(tmp_path: Path) -> None:
     task_path, store, _ = _setup(tmp_path, {})
     with store:

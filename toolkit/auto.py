@@ -399,28 +399,11 @@ def encoder_vectors(task: Task, store: PairStore, teacher: Any, items: list[Task
 def relevant(
     task: Task, store: PairStore, teacher: Any, items: list[TaskInput], vectors: dict[str, np.ndarray]
 ) -> list[bool]:
-    """Whether the task's relevance rule would keep each input, judged before it is asked."""
-    from .relevance import DEFAULT_COSINE_THRESHOLD, Relevance, calibrate, knn_scores
+    """Whether the task's relevance rule (relevance.Relevance, the one collect marks pairs with) would keep
+    each input, judged before it is asked."""
+    from .relevance import Relevance
 
-    rule = Relevance(task, store, teacher)
-    if rule.method == "teacher" or not items:
-        return [True] * len(items)
-    fp = teacher.fingerprint
-    keys = [i.key for i in items]
-    x = np.stack([vectors[k] for k in keys]).astype(np.float32)
-    stored = store.get_meta(f"relevance/{fp}") or {}
-    threshold = task.relevance.threshold
-    if rule.method == "knn":
-        ref_keys, ref = rule.reference_embeddings(fp)
-        scores = knn_scores(x, ref, task.relevance.k, [ref_keys.get(k) for k in keys])
-        if threshold is None:
-            same = stored.get("key") == rule.key
-            threshold = stored["threshold"] if same else calibrate(ref, task.relevance.k, task.relevance.keep)
-    else:
-        scores = (x @ rule.prototypes().T).max(axis=1)
-        if threshold is None:
-            threshold = DEFAULT_COSINE_THRESHOLD
-    return [bool(s >= threshold) for s in scores]
+    return Relevance(task, store, teacher).keeps(teacher.fingerprint, [i.key for i in items], vectors)
 
 
 def student_logits(student: Path, task: Task, texts: list[str]) -> np.ndarray:

@@ -166,18 +166,7 @@ class Relevance:
                         emb[i] = e
                     bar.advance(0, len(part))
         x = np.stack(emb).astype(np.float32) if rows else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
-        if self.method == "knn":
-            ref_keys, ref = self.reference_embeddings(fingerprint)
-            scores = knn_scores(x, ref, self.spec.k, [ref_keys.get(k) for k in keys])
-            threshold = self.spec.threshold
-            if threshold is None:
-                threshold = calibrate(ref, self.spec.k, self.spec.keep)
-            rule = Rule("knn", float(threshold), self.key, len(ref))
-        else:
-            protos = self.prototypes()
-            scores = (x @ protos.T).max(axis=1) if len(x) else np.zeros(0)
-            threshold = self.spec.threshold if self.spec.threshold is not None else DEFAULT_COSINE_THRESHOLD
-            rule = Rule("max_cosine", float(threshold), self.key, len(protos))
+        scores, rule = self.score(fingerprint, keys, x)
         with self.store.db:
             self.store.db.executemany(
                 "UPDATE pairs SET relevance=?, embedding=COALESCE(embedding, ?) WHERE teacher=? AND input_hash=?",
@@ -187,6 +176,32 @@ class Relevance:
                 ],
             )
         return rule
+
+    def score(self, fingerprint: str, keys: list[str], x: np.ndarray) -> tuple[np.ndarray, Rule]:
+        """The rule's score of each input (`keys`, their embeddings `x`) and the rule with its threshold: the
+        task's, else the one calibrated before under the same rule (stored), else calibrated now."""
+        stored = self.store.get_meta(f"relevance/{fingerprint}") or {}
+        threshold = self.spec.threshold
+        if threshold is None and stored.get("key") == self.key and stored.get("method") == self.method:
+            threshold = stored["threshold"]
+        if self.method == "knn":
+            ref_keys, ref = self.reference_embeddings(fingerprint)
+            scores = knn_scores(x, ref, self.spec.k, [ref_keys.get(k) for k in keys])
+            if threshold is None:
+                threshold = calibrate(ref, self.spec.k, self.spec.keep)
+            return scores, Rule("knn", float(threshold), self.key, len(ref))
+        protos = self.prototypes()
+        scores = (x @ protos.T).max(axis=1) if len(x) else np.zeros(0)
+        threshold = threshold if threshold is not None else DEFAULT_COSINE_THRESHOLD
+        return scores, Rule("max_cosine", float(threshold), self.key, len(protos))
+
+    def keeps(self, fingerprint: str, keys: list[str], vectors: dict[str, np.ndarray]) -> list[bool]:
+        """Whether the rule would keep each input (by its embedding in `vectors`), judged before it is asked
+        (the `auto` loop): the same scores and threshold `refresh` marks stored pairs with."""
+        if self.method == "teacher" or not keys:
+            return [True] * len(keys)
+        scores, rule = self.score(fingerprint, keys, np.stack([vectors[k] for k in keys]).astype(np.float32))
+        return [bool(s >= rule.threshold) for s in scores]
 
     # -- reference and prototypes --------------------------------------------------------------------
 
