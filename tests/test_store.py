@@ -283,11 +283,9 @@ def test_counts(store: PairStore) -> None:
 def test_mark_relevance(store: PairStore) -> None:
     _fill(store)
     store.mark_relevance(FP, 0.5)
-    assert texts(list(store.pairs(FP, status=None, relevant=True))) == {
-        "t-rel",
-        "h-rel",
-        "t-rej",
-    }  # NULL: kept
+    # a rejected answer is never relevant (it is never trained on), whatever its score
+    assert texts(list(store.pairs(FP, status=None, relevant=True))) == {"t-rel", "h-rel"}
+    assert texts(list(store.pairs(FP, status="rejected", relevant=False))) == {"t-rej"}
     store.mark_relevance(FP, 0.15)
     assert texts(list(store.pairs(FP, relevant=False))) == {"t-irr"}
     store.mark_relevance(FP, 0.2)  # the threshold itself is relevant

@@ -174,12 +174,10 @@ def _smoke_check(store: PairStore, fingerprint: str, result: CollectResult, befo
     bad, total = rejected + failed, asked + failed
     if not total or bad * 2 <= total:
         return
-    row = store.db.execute(
-        "SELECT reason, raw FROM pairs WHERE teacher=? AND status='rejected' ORDER BY created_at DESC LIMIT 1",
-        (fingerprint,),
-    ).fetchone()
-    if row:
-        example = row[0] + (f" (raw: {row[1][:80]!r})" if row[1] else "")
+    latest = store.rejected(fingerprint, 1, latest=True)
+    if latest:
+        _, reason, raw = latest[0]
+        example = reason + (f" (raw: {raw[:80]!r})" if raw else "")
     else:
         example = result.failures[0] if result.failures else "no answer"
     raise InputError(

@@ -19,6 +19,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,8 @@ from .task import FleetSpec, Task
 from .teachers import Response, Teacher
 
 # columns an actor returns per input, besides `index` (Ray Data moves columns of plain values best)
-FIELDS = ("label", "status", "reason", "raw", "relevance", "latency_ms", "tokens_in", "tokens_out", "attempts")
+# what travels as plain columns: every field of a Response but its arrays (sent as float arrays below)
+FIELDS = tuple(f.name for f in fields(Response) if f.name not in ("probs", "embedding"))
 
 
 def _ray() -> Any:

@@ -42,29 +42,12 @@ import numpy as np
 
 from .data import heldout, input_key, jsonl_rows
 from .errors import InputError, RuntimeMissingError
-from .store import Pair, PairStore
+from .store import ARRAYS, PAIR_COLUMNS, Pair, PairStore
 from .task import Task
 from .textfile import read_json, read_lines
 
-COLUMNS = [
-    "input",
-    "input_hash",
-    "source",
-    "gold",
-    "split",
-    "status",
-    "label",
-    "probs",
-    "relevance",
-    "relevant",
-    "reason",
-    "raw",
-    "latency_ms",
-    "tokens_in",
-    "tokens_out",
-    "attempts",
-    "teacher",
-]
+# the exported columns: the store's (store.PAIR_COLUMNS), input first as people read it; embeddings on request
+COLUMNS = ["input", *(c.name for c in PAIR_COLUMNS if c.arrow and c.name not in ("input", "embedding"))]
 
 
 @dataclass
@@ -86,46 +69,19 @@ class StoreSummary:
 
 
 def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSummary:
-    db = store.db
-    row = db.execute("SELECT spec FROM teachers WHERE fingerprint=?", (fingerprint,)).fetchone()
-    spec = json.loads(row[0]) if row else {}
-
-    def grouped(col: str, where: str = "") -> dict[str, int]:
-        q = f"SELECT {col}, COUNT(*) FROM pairs WHERE teacher=? {where} GROUP BY {col} ORDER BY COUNT(*) DESC"
-        return {str(k): n for k, n in db.execute(q, (fingerprint,))}
-
-    relevance = grouped("CASE WHEN relevant THEN 'relevant' ELSE 'not relevant' END", "AND status='ok'")
-    sources = {
-        src: (n, int(kept or 0))
-        for src, n, kept in db.execute(
-            "SELECT source, COUNT(*), SUM(relevant) FROM pairs WHERE teacher=? AND status='ok' GROUP BY source",
-            (fingerprint,),
-        )
-    }
-    tin, tout, retried = db.execute(
-        "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0), COALESCE(SUM(attempts > 1), 0)"
-        " FROM pairs WHERE teacher=?",
-        (fingerprint,),
-    ).fetchone()
-    lat = [
-        r[0]
-        for r in db.execute("SELECT latency_ms FROM pairs WHERE teacher=? AND latency_ms IS NOT NULL", (fingerprint,))
-    ]
-    rejected = list(
-        db.execute(
-            "SELECT input, reason, raw FROM pairs WHERE teacher=? AND status='rejected' ORDER BY input_hash LIMIT ?",
-            (fingerprint, sample),
-        )
-    )
-    by_status = grouped("status")
+    sources = {src: (n, kept) for src, n, kept in store.kept_by_source(fingerprint)}
+    tin, tout, retried, lat = store.costs(fingerprint)
+    rejected = store.rejected(fingerprint, sample)
+    spec = store.spec(fingerprint)
+    by_status = store.count_by(fingerprint, "status")
     return StoreSummary(
         teacher=fingerprint,
         spec=spec,
         total=sum(by_status.values()),
         by_status=by_status,
-        by_split=grouped("split"),
-        by_relevance=relevance,
-        by_label=grouped("COALESCE(label, '(none of these)')", "AND status='ok'"),
+        by_split=store.count_by(fingerprint, "split"),
+        by_relevance=store.count_by(fingerprint, "relevant", ok_only=True),
+        by_label=store.count_by(fingerprint, "label", ok_only=True),
         by_source=sources,
         tokens_in=int(tin),
         tokens_out=int(tout),
@@ -166,27 +122,10 @@ def _pyarrow() -> Any:
 
 
 def _row(p: Pair, fingerprint: str, embeddings: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "input": p.input,
-        "input_hash": p.input_hash,
-        "source": p.source,
-        "gold": p.gold,
-        "split": p.split,
-        "status": p.status,
-        "label": p.label,
-        "probs": None if p.probs is None else [float(x) for x in p.probs],
-        "relevance": p.relevance,
-        "relevant": p.relevant,
-        "reason": p.reason,
-        "raw": p.raw,
-        "latency_ms": p.latency_ms,
-        "tokens_in": p.tokens_in,
-        "tokens_out": p.tokens_out,
-        "attempts": p.attempts,
-        "teacher": fingerprint,
-    }
-    if embeddings:
-        row["embedding"] = None if p.embedding is None else [float(x) for x in p.embedding]
+    row: dict[str, Any] = {}
+    for name in [*COLUMNS, "embedding"] if embeddings else COLUMNS:
+        value = fingerprint if name == "teacher" else getattr(p, name)
+        row[name] = [float(x) for x in value] if name in ARRAYS and value is not None else value
     return row
 
 
@@ -263,28 +202,10 @@ def _chunks(items: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
 
 
 def _schema(pa: Any, embeddings: bool) -> Any:
-    fields = [
-        ("input", pa.string()),
-        ("input_hash", pa.string()),
-        ("source", pa.string()),
-        ("gold", pa.string()),
-        ("split", pa.string()),
-        ("status", pa.string()),
-        ("label", pa.string()),
-        ("probs", pa.list_(pa.float32())),
-        ("relevance", pa.float64()),
-        ("relevant", pa.bool_()),
-        ("reason", pa.string()),
-        ("raw", pa.string()),
-        ("latency_ms", pa.float64()),
-        ("tokens_in", pa.int64()),
-        ("tokens_out", pa.int64()),
-        ("attempts", pa.int64()),
-        ("teacher", pa.string()),
-    ]
-    if embeddings:
-        fields.append(("embedding", pa.list_(pa.float32())))
-    return pa.schema(fields)
+    kinds = {c.name: c.arrow for c in PAIR_COLUMNS}
+    types = {"string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "bool": pa.bool_()}
+    types["floats"] = pa.list_(pa.float32())
+    return pa.schema([(name, types[kinds[name]]) for name in ([*COLUMNS, "embedding"] if embeddings else COLUMNS)])
 
 
 # -- import ----------------------------------------------------------------------------------------

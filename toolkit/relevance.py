@@ -56,11 +56,7 @@ class SourceRelevance:
 
 def summary(store: PairStore, fingerprint: str) -> list[SourceRelevance]:
     """Kept and dropped inputs per input file, so a person can see what the threshold did."""
-    q = (
-        "SELECT source, COUNT(*), SUM(relevant) FROM pairs WHERE teacher=? AND status='ok'"
-        " GROUP BY source ORDER BY source"
-    )
-    return [SourceRelevance(src, n, int(kept or 0)) for src, n, kept in store.db.execute(q, (fingerprint,))]
+    return [SourceRelevance(*row) for row in store.kept_by_source(fingerprint)]
 
 
 @dataclass
@@ -137,13 +133,7 @@ class Relevance:
         if self.method == "teacher":
             rule = Rule("teacher", self.spec.threshold if self.spec.threshold is not None else 0.40, self.key)
         else:
-            where = "" if old is None or old.get("key") != self.key else " AND relevance IS NULL"
-            rows = list(
-                self.store.db.execute(
-                    f"SELECT input_hash, input, embedding FROM pairs WHERE teacher=? AND status='ok'{where}",
-                    (fingerprint,),
-                )
-            )
+            rows = self.store.unscored(fingerprint, all_=old is None or old.get("key") != self.key)
             if not rows and old is not None and old.get("key") == self.key:
                 rule = Rule(old["method"], old["threshold"], old["key"], old.get("reference", 0))
             else:
@@ -167,14 +157,7 @@ class Relevance:
                     bar.advance(0, len(part))
         x = np.stack(emb).astype(np.float32) if rows else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
         scores, rule = self.score(fingerprint, keys, x)
-        with self.store.db:
-            self.store.db.executemany(
-                "UPDATE pairs SET relevance=?, embedding=COALESCE(embedding, ?) WHERE teacher=? AND input_hash=?",
-                [
-                    (float(s), np.asarray(e, dtype="<f4").tobytes(), fingerprint, k)
-                    for s, e, k in zip(scores, x, keys, strict=True)
-                ],
-            )
+        self.store.set_scores(fingerprint, keys, scores, x)
         return rule
 
     def score(self, fingerprint: str, keys: list[str], x: np.ndarray) -> tuple[np.ndarray, Rule]:

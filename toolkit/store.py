@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,45 @@ import numpy as np
 
 from .errors import InputError
 
-SCHEMA = """
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the pairs table: its SQL, its Arrow type in Parquet exports (None: not exported), and
+    whether it came after the first release (older stores get it on open)."""
+
+    name: str
+    sql: str
+    arrow: str | None  # "string", "float64", "int64", "bool", "floats" (float32 list)
+    added: bool = False
+
+
+# The pairs table, declared once: the SQL below, `PairStore.add`/`pairs`, the Parquet schema and the JSONL
+# rows of `tsd-edge pairs export` (pairs.py) all derive from it. A new column goes here and on `Pair`.
+PAIR_COLUMNS = (
+    Column("input_hash", "TEXT NOT NULL", "string"),
+    Column("teacher", "TEXT NOT NULL REFERENCES teachers(fingerprint)", "string"),
+    Column("input", "TEXT NOT NULL", "string"),
+    Column("source", "TEXT NOT NULL", "string"),
+    Column("gold", "TEXT", "string"),  # a label from the data itself, for reporting only
+    Column("split", "TEXT NOT NULL CHECK (split IN ('train', 'heldout'))", "string"),
+    Column("status", "TEXT NOT NULL CHECK (status IN ('ok', 'rejected'))", "string"),
+    Column("reason", "TEXT", "string"),  # why a response was rejected
+    Column("raw", "TEXT", "string"),  # the teacher's raw answer, where it was text
+    Column("label", "TEXT", "string"),
+    Column("probs", "BLOB", "floats"),  # over the teacher's labels, little-endian float32
+    Column("embedding", "BLOB", "floats"),
+    Column("relevance", "REAL", "float64"),
+    Column("relevant", "INTEGER", "bool"),
+    Column("latency_ms", "REAL", "float64"),  # from the first request to the answer, retries included
+    Column("tokens_in", "INTEGER", "int64", added=True),  # prompt tokens, where the teacher reports them
+    Column("tokens_out", "INTEGER", "int64", added=True),  # completion tokens
+    Column("attempts", "INTEGER", "int64", added=True),  # requests it took (1 = no retry)
+    Column("created_at", "REAL NOT NULL", None),
+)
+ARRAYS = tuple(c.name for c in PAIR_COLUMNS if c.arrow == "floats")
+_PAIRS_SQL = ",\n".join(f"    {c.name} {c.sql}" for c in PAIR_COLUMNS)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS teachers (
     fingerprint TEXT PRIMARY KEY,
     labels      TEXT NOT NULL,          -- JSON list: the order of every `probs` vector
@@ -29,25 +68,7 @@ CREATE TABLE IF NOT EXISTS teachers (
     created_at  REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pairs (
-    input_hash  TEXT NOT NULL,
-    teacher     TEXT NOT NULL REFERENCES teachers(fingerprint),
-    input       TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    gold        TEXT,                   -- a label from the data itself, for reporting only
-    split       TEXT NOT NULL CHECK (split IN ('train', 'heldout')),
-    status      TEXT NOT NULL CHECK (status IN ('ok', 'rejected')),
-    reason      TEXT,                   -- why a response was rejected
-    raw         TEXT,                   -- the teacher's raw answer, where it was text
-    label       TEXT,
-    probs       BLOB,
-    embedding   BLOB,
-    relevance   REAL,
-    relevant    INTEGER,
-    latency_ms  REAL,                   -- from the first request to the answer, retries included
-    tokens_in   INTEGER,                -- prompt tokens, where the teacher reports them
-    tokens_out  INTEGER,                -- completion tokens
-    attempts    INTEGER,                -- requests it took (1 = no retry)
-    created_at  REAL NOT NULL,
+{_PAIRS_SQL},
     PRIMARY KEY (input_hash, teacher)
 );
 CREATE INDEX IF NOT EXISTS pairs_teacher_split ON pairs (teacher, split, status);
@@ -62,12 +83,6 @@ CREATE TABLE IF NOT EXISTS vectors (    -- sentence embeddings of texts that are
     PRIMARY KEY (encoder, input_hash)
 );
 """
-# columns added after the first release: (name, SQL type); older stores get them on open
-ADDED_COLUMNS = [("tokens_in", "INTEGER"), ("tokens_out", "INTEGER"), ("attempts", "INTEGER")]
-COLUMNS = (
-    "input_hash, input, source, gold, split, status, label, probs, embedding, relevance, relevant,"
-    " reason, raw, latency_ms, tokens_in, tokens_out, attempts"
-)
 
 
 @dataclass
@@ -91,12 +106,29 @@ class Pair:
     attempts: int | None = None
 
 
+FIELDS = tuple(f.name for f in dataclass_fields(Pair))  # what a Pair carries: every column but teacher, created_at
+
+
 def _blob(a: np.ndarray | None) -> bytes | None:
     return None if a is None else np.asarray(a, dtype="<f4").tobytes()
 
 
 def _array(b: bytes | None) -> np.ndarray | None:
     return None if b is None else np.frombuffer(b, dtype="<f4").copy()
+
+
+def _sql(name: str, value: Any) -> Any:
+    """A Pair's value as the pairs table stores it."""
+    if name in ARRAYS:
+        return _blob(value)
+    return int(value) if name == "relevant" else value
+
+
+def _value(name: str, stored: Any) -> Any:
+    """A stored value as a Pair carries it."""
+    if name in ARRAYS:
+        return _array(stored)
+    return bool(stored) if name == "relevant" else stored
 
 
 class PairStore:
@@ -110,9 +142,9 @@ class PairStore:
             self.db.executescript(SCHEMA)
             have = {row[1] for row in self.db.execute("PRAGMA table_info(pairs)")}
             with self.db:
-                for name, kind in ADDED_COLUMNS:
-                    if name not in have:
-                        self.db.execute(f"ALTER TABLE pairs ADD COLUMN {name} {kind}")
+                for col in PAIR_COLUMNS:
+                    if col.added and col.name not in have:
+                        self.db.execute(f"ALTER TABLE pairs ADD COLUMN {col.name} {col.sql}")
         except sqlite3.DatabaseError as exc:
             raise InputError(
                 f"{path}: not a tsd-edge pair store ({exc}); move it away or use another --workdir"
@@ -150,35 +182,12 @@ class PairStore:
 
     def add(self, fingerprint: str, pairs: Iterable[Pair]) -> int:
         """Write a batch atomically; a pair already stored for this teacher is left as it was."""
-        rows = [
-            (
-                p.input_hash,
-                fingerprint,
-                p.input,
-                p.source,
-                p.gold,
-                p.split,
-                p.status,
-                p.reason,
-                p.raw,
-                p.label,
-                _blob(p.probs),
-                _blob(p.embedding),
-                p.relevance,
-                int(p.relevant),
-                p.latency_ms,
-                p.tokens_in,
-                p.tokens_out,
-                p.attempts,
-                time.time(),
-            )
-            for p in pairs
-        ]
+        names = [*FIELDS, "teacher", "created_at"]
+        now = time.time()
+        rows = [[*(_sql(name, getattr(p, name)) for name in FIELDS), fingerprint, now] for p in pairs]
         with self.db:
             cur = self.db.executemany(
-                "INSERT INTO pairs (input_hash, teacher, input, source, gold, split, status, reason, raw,"
-                " label, probs, embedding, relevance, relevant, latency_ms, tokens_in, tokens_out, attempts,"
-                " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                f"INSERT INTO pairs ({', '.join(names)}) VALUES ({','.join('?' * len(names))})"
                 # only a pair already stored is skipped; a row breaking a CHECK is an error, not silence
                 " ON CONFLICT (input_hash, teacher) DO NOTHING",
                 rows,
@@ -228,13 +237,6 @@ class PairStore:
                 "INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)", [(encoder, k, _blob(v)) for k, v in items.items()]
             )
 
-    def set_relevance(self, fingerprint: str, scores: dict[str, float]) -> None:
-        with self.db:
-            self.db.executemany(
-                "UPDATE pairs SET relevance=? WHERE teacher=? AND input_hash=?",
-                [(float(v), fingerprint, k) for k, v in scores.items()],
-            )
-
     def mark_relevance(self, fingerprint: str, threshold: float | None) -> None:
         """Mark pairs relevant by score; threshold None is the one relevance calibrated at collection."""
         if threshold is None:
@@ -244,8 +246,8 @@ class PairStore:
             threshold = float(rule["threshold"])
         with self.db:
             self.db.execute(
-                # an answer of "none of these" (no label) is never relevant, whatever its score
-                "UPDATE pairs SET relevant = ((status != 'ok' OR label IS NOT NULL)"
+                # a rejected answer, or one of "none of these" (no label), is never relevant, whatever its score
+                "UPDATE pairs SET relevant = (status = 'ok' AND label IS NOT NULL"
                 " AND (relevance IS NULL OR relevance >= ?)) WHERE teacher=?",
                 (threshold, fingerprint),
             )
@@ -253,7 +255,7 @@ class PairStore:
     def pairs(
         self, fingerprint: str, *, split: str | None = None, status: str | None = "ok", relevant: bool | None = None
     ) -> Iterator[Pair]:
-        sql = f"SELECT {COLUMNS} FROM pairs WHERE teacher=?"
+        sql = f"SELECT {', '.join(FIELDS)} FROM pairs WHERE teacher=?"
         args: list[object] = [fingerprint]
         for col, val in (("split", split), ("status", status)):
             if val is not None:
@@ -263,7 +265,62 @@ class PairStore:
             sql += " AND relevant=?"
             args.append(int(relevant))
         for r in self.db.execute(sql + " ORDER BY input_hash", args):
-            yield Pair(*r[:7], _array(r[7]), _array(r[8]), r[9], bool(r[10]), *r[11:])
+            yield Pair(**{name: _value(name, v) for name, v in zip(FIELDS, r, strict=True)})
+
+    def spec(self, fingerprint: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT spec FROM teachers WHERE fingerprint=?", (fingerprint,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def kept_by_source(self, fingerprint: str) -> list[tuple[str, int, int]]:
+        """(source, answered, relevant) per input file, over the accepted answers, by source."""
+        q = (
+            "SELECT source, COUNT(*), SUM(relevant) FROM pairs WHERE teacher=? AND status='ok'"
+            " GROUP BY source ORDER BY source"
+        )
+        return [(src, n, int(kept or 0)) for src, n, kept in self.db.execute(q, (fingerprint,))]
+
+    def count_by(self, fingerprint: str, column: str, *, ok_only: bool = False) -> dict[str, int]:
+        """Pairs by the value of `column` (one of the store's columns; label None reads "(none of these)";
+        relevant reads "relevant" / "not relevant"), most first."""
+        if column not in FIELDS:
+            raise ValueError(f"not a column of the pairs table: {column}")
+        expr = {
+            "label": "COALESCE(label, '(none of these)')",
+            "relevant": "CASE WHEN relevant THEN 'relevant' ELSE 'not relevant' END",
+        }.get(column, column)
+        where = " AND status='ok'" if ok_only else ""
+        q = f"SELECT {expr}, COUNT(*) FROM pairs WHERE teacher=?{where} GROUP BY {expr} ORDER BY COUNT(*) DESC"
+        return {str(k): n for k, n in self.db.execute(q, (fingerprint,))}
+
+    def costs(self, fingerprint: str) -> tuple[int, int, int, list[float]]:
+        """Prompt tokens, completion tokens, answers that took a retry, and every recorded latency (ms)."""
+        tin, tout, retried = self.db.execute(
+            "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0), COALESCE(SUM(attempts > 1), 0)"
+            " FROM pairs WHERE teacher=?",
+            (fingerprint,),
+        ).fetchone()
+        q = "SELECT latency_ms FROM pairs WHERE teacher=? AND latency_ms IS NOT NULL"
+        return int(tin), int(tout), int(retried), [r[0] for r in self.db.execute(q, (fingerprint,))]
+
+    def rejected(self, fingerprint: str, limit: int, *, latest: bool = False) -> list[tuple[str, str, str | None]]:
+        """(input, reason, raw) of rejected answers: by input hash, or the latest first."""
+        order = "created_at DESC" if latest else "input_hash"
+        q = f"SELECT input, reason, raw FROM pairs WHERE teacher=? AND status='rejected' ORDER BY {order} LIMIT ?"
+        return list(self.db.execute(q, (fingerprint, limit)))
+
+    def unscored(self, fingerprint: str, *, all_: bool = False) -> list[tuple[str, str, bytes | None]]:
+        """(input hash, input, stored embedding blob) of accepted answers without a relevance score (`all_`: all)."""
+        where = "" if all_ else " AND relevance IS NULL"
+        q = f"SELECT input_hash, input, embedding FROM pairs WHERE teacher=? AND status='ok'{where}"
+        return list(self.db.execute(q, (fingerprint,)))
+
+    def set_scores(self, fingerprint: str, keys: list[str], scores: Any, embeddings: Any) -> None:
+        """Relevance scores, and the embeddings they were computed from where a pair had none, in one transaction."""
+        with self.db:
+            self.db.executemany(
+                "UPDATE pairs SET relevance=?, embedding=COALESCE(embedding, ?) WHERE teacher=? AND input_hash=?",
+                [(float(v), _blob(e), fingerprint, k) for v, e, k in zip(scores, embeddings, keys, strict=True)],
+            )
 
     def counts(self, fingerprint: str) -> dict[str, int]:
         """Counts by status, split and relevance: the figures a person checks first."""
