@@ -157,3 +157,18 @@ def test_banking77_figures() -> None:
     kept = (knn_scores(embed(ENCODER, texts("test.csv"), 64), ref, 5) >= threshold).mean()
     dropped = (knn_scores(embed(ENCODER, held_out, 64), ref, 5) < threshold).mean()
     assert kept >= 0.99 and dropped >= 0.95, (threshold, kept, dropped)
+
+
+def test_a_teacher_that_embeds_is_known_by_its_capability_not_its_kind(tmp_path: Path) -> None:
+    """Relevance (and distill) use the label vectors of any teacher that can embed, whatever its kind."""
+    from tsd_edge.teachers import can_embed
+
+    class HttpEmbedder:  # e.g. an embedding endpoint: not kind `embedding`, but it embeds
+        fingerprint, spec, temperature = "http", {"kind": "python"}, 0.05
+        prototypes = np.eye(3, 8, dtype=np.float32)
+
+    task_path, store, _ = _setup(tmp_path, {"method": "max_cosine"})
+    with store:
+        assert can_embed(HttpEmbedder()) and not can_embed(object())
+        rule = Relevance(load_task(task_path), store, HttpEmbedder())
+        assert (rule.prototypes() == HttpEmbedder.prototypes).all()

@@ -29,6 +29,7 @@ from .runtime.infer import predict_logits
 from .runtime.tokenizer import TextEncoder, length_batches
 from .store import Pair, PairStore
 from .task import Task
+from .teachers import can_embed
 
 MIN_TRAIN_PAIRS = 20
 
@@ -44,10 +45,9 @@ class DistillResult:
 
 
 def label_prototypes(teacher: object, pairs: list[Pair], labels: list[str]) -> np.ndarray:
-    """The teacher's own prototypes when it has them, else the mean stored embedding per teacher label."""
-    protos = getattr(teacher, "prototypes", None)
-    if protos is not None:
-        return np.asarray(protos, dtype=np.float32)
+    """The teacher's own prototypes when it embeds, else the mean stored embedding per teacher label."""
+    if can_embed(teacher):
+        return np.asarray(teacher.prototypes, dtype=np.float32)  # type: ignore[attr-defined]
     dim = next(p.embedding for p in pairs if p.embedding is not None).shape[0]
     out = np.zeros((len(labels), dim), dtype=np.float32)
     for p in pairs:
@@ -107,7 +107,7 @@ def distill(
         teacher_dir=encoder_dir(task.encoder),  # the embedding teacher's model, else relevance.encoder
         labels=labels,
         prototypes=label_prototypes(teacher, train, labels),
-        teacher_temperature=task.teacher.temperature if task.teacher.kind == "embedding" else 0.05,
+        teacher_temperature=teacher.temperature if can_embed(teacher) else 0.05,
         texts=vocabulary_texts(task, store, fingerprint),
         layers=spec.layers,
         max_length=spec.max_length,

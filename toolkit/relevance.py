@@ -205,9 +205,10 @@ class Relevance:
         return {k: i for i, k in enumerate(order)}, np.stack([known[k] for k in order]).astype(np.float32)
 
     def prototypes(self) -> np.ndarray:
-        protos = getattr(self.teacher, "prototypes", None)
-        if protos is not None and isinstance(self.task.teacher, EmbeddingTeacherSpec):
-            return np.asarray(protos, dtype=np.float32)
+        from .teachers import can_embed
+
+        if can_embed(self.teacher):  # the teacher's own label vectors
+            return np.asarray(self.teacher.prototypes, dtype=np.float32)
         texts = [s.description or s.name.replace("_", " ") for s in self.task.label_specs]
         return self._embed(texts)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -64,6 +64,20 @@ class Teacher(Protocol):
     def answer(self, batch: list[str]) -> list[Response]: ...
 
 
+@runtime_checkable
+class Embeds(Protocol):
+    """A capability: a teacher that answers by embedding (its answers carry sentence embeddings). It has one
+    unit vector per task label (`prototypes`, in the task's label order) and the temperature its scores are
+    softened with. Shared code asks `can_embed(teacher)`, never the teacher's kind."""
+
+    prototypes: np.ndarray
+    temperature: float
+
+
+def can_embed(teacher: Any) -> bool:
+    return isinstance(teacher, Embeds)
+
+
 class StreamingTeacher(Teacher, Protocol):
     def stream(self, texts: list[str]) -> Iterator[tuple[int, Response]]: ...
 
@@ -85,4 +99,14 @@ def load_teacher(task: Task) -> Teacher:
     return cls(task)
 
 
-__all__ = ["REGISTRY", "Response", "StreamingTeacher", "Teacher", "failed", "load_teacher", "rejected"]
+__all__ = [
+    "REGISTRY",
+    "Embeds",
+    "Response",
+    "StreamingTeacher",
+    "Teacher",
+    "can_embed",
+    "failed",
+    "load_teacher",
+    "rejected",
+]
