@@ -106,3 +106,42 @@ def test_gate_on_missing_or_foreign_file(tmp_path: Path) -> None:
 def test_profiles_lists_cpu_x86() -> None:
     ran = tsd("profiles")
     assert ran.code == 0 and "cpu-x86" in ran.out and "onnxruntime" in ran.out
+
+
+def test_nothing_below_the_cli_draws_progress_it_reports_it() -> None:
+    """The library imports no terminal library; its progress goes to the reporter the CLI (or a caller) installs."""
+    code = (
+        "import sys\nimport tsd_edge.collect, tsd_edge.distill, tsd_edge.relevance, tsd_edge.auto\n"
+        "import tsd_edge.stages, tsd_edge.pipeline, tsd_edge.compile_check, tsd_edge.packaging\n"
+        "print('DRAWS', sorted(m for m in sys.modules if m.split('.')[0] in ('rich', 'typer')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "DRAWS []" in proc.stdout, proc.stdout + proc.stderr
+
+    from contextlib import contextmanager
+
+    from tsd_edge.progress import progress, set_reporter
+
+    seen: list[tuple[str, int, str | None]] = []
+
+    @contextmanager
+    def reporter(description: str, total: int):  # type: ignore[no-untyped-def]
+        class Bar:
+            def advance(self, n: int = 1, rate: str | None = None) -> None:
+                seen.append((description, n, rate))
+
+            def describe(self, text: str) -> None:
+                seen.append((text, 0, None))
+
+        yield Bar()
+
+    with progress("quiet", 2) as bar:  # no reporter installed: nothing happens
+        bar.advance(2)
+    previous = set_reporter(reporter)
+    try:
+        with progress("collect", 3) as bar:
+            bar.advance(1, rate="5/s")
+            bar.describe("collect (done)")
+    finally:
+        set_reporter(previous)
+    assert seen == [("collect", 1, "5/s"), ("collect (done)", 0, None)]

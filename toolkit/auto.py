@@ -392,7 +392,7 @@ def encoder_vectors(task: Task, store: PairStore, teacher: Any, items: list[Task
                 new = dict(zip([i.key for i in part], embed(task.encoder, [i.text for i in part], 64), strict=True))
                 store.add_vectors(task.encoder, new)
                 known.update(new)
-                bar.advance(bar.task_ids[0], len(part))
+                bar.advance(len(part))
     return known
 
 

@@ -102,7 +102,7 @@ def collect(
 
 def _advance(bar: Any, n: int, result: CollectResult, start: float) -> None:
     seconds = time.perf_counter() - start
-    bar.update(0, advance=n, rate=f"{result.asked / seconds:.1f}/s" if seconds > 0 else "")
+    bar.advance(n, rate=f"{result.asked / seconds:.1f}/s" if seconds > 0 else "")
 
 
 def _collect(

@@ -24,7 +24,7 @@ from .agreement import AgreementReport, compare
 from .data import heldout, read_inputs
 from .encoder import encoder_dir
 from .errors import InputError
-from .progress import progress
+from .progress import SILENT, progress
 from .runtime.infer import predict_logits
 from .runtime.tokenizer import TextEncoder, length_batches
 from .store import Pair, PairStore
@@ -227,7 +227,7 @@ def distill(
         history.append({"epoch": 0, "agreement": initial, "loss": float("nan")})
         best = (initial, 0, copy.deepcopy(model.state_dict()) if main else None)
     start, epochs_run, train_seconds = time.perf_counter(), 0, 0.0
-    with progress("distill", total=steps) if main else contextlib.nullcontext(_NoBar()) as bar:
+    with progress("distill", total=steps) if main else contextlib.nullcontext(SILENT) as bar:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             trainer.train()
@@ -245,7 +245,7 @@ def distill(
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-                bar.advance(0, 1)
+                bar.advance(1)
             total = dist.all_sum(total)
             epoch_seconds = time.perf_counter() - t0
             train_seconds += epoch_seconds
@@ -254,7 +254,7 @@ def distill(
             history.append(
                 {"epoch": epoch, "agreement": agreement, "loss": total / len(train), "seconds": round(epoch_seconds, 2)}
             )
-            bar.update(0, description=f"distill (epoch {epoch}: held-out agreement {agreement:.4f})")
+            bar.describe(f"distill (epoch {epoch}: held-out agreement {agreement:.4f})")
             if agreement > best[0]:
                 best = (agreement, epoch, copy.deepcopy(model.state_dict()) if main else None)
             elif cfg.patience is not None and epoch - best[1] >= cfg.patience:
@@ -290,16 +290,6 @@ def distill(
     if not main:
         shutil.rmtree(encode_file.parent, ignore_errors=True)
     return dist.broadcast(result)  # type: ignore[return-value]
-
-
-class _NoBar:
-    """The progress bar of the ranks that do not show one."""
-
-    def advance(self, *args: object) -> None:
-        pass
-
-    def update(self, *args: object, **kwargs: object) -> None:
-        pass
 
 
 def _tokenizer_file(tokenizer: dict, out: Path | None) -> Path:

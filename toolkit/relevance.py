@@ -154,7 +154,7 @@ class Relevance:
                     part = missing[start : start + 1024]
                     for i, e in zip(part, self._embed([rows[i][1] for i in part]), strict=True):
                         emb[i] = e
-                    bar.advance(0, len(part))
+                    bar.advance(len(part))
         x = np.stack(emb).astype(np.float32) if rows else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
         scores, rule = self.score(fingerprint, keys, x)
         self.store.set_scores(fingerprint, keys, scores, x)

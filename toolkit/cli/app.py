@@ -5,8 +5,9 @@ Exit codes: 0 success; 1 a check did not hold; 2 bad input; 3 refused to package
 """
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import typer
 
@@ -48,6 +49,39 @@ _debug = False
 def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for expected errors")] = False) -> None:
     global _debug
     _debug = debug
+    from ..progress import set_reporter
+
+    set_reporter(rich_bar)  # the library reports progress; the CLI draws it
+
+
+@contextmanager
+def rich_bar(description: str, total: int) -> Iterator[Any]:
+    """A rich progress bar on stderr (stdout stays clean for results): count, rate and ETA; drawn only on a
+    terminal (in CI logs and subprocesses the stage summary lines say it all)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    err = console(stderr=True)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn())
+    more = (TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, *more, console=err, transient=False, disable=not err.is_terminal) as bars:
+        task = bars.add_task(description, total=total, rate="")
+
+        class Bar:
+            def advance(self, n: int = 1, rate: Optional[str] = None) -> None:
+                bars.update(task, advance=n, **({} if rate is None else {"rate": rate}))
+
+            def describe(self, text: str) -> None:
+                bars.update(task, description=text)
+
+        yield Bar()
 
 
 def console(stderr: bool = False) -> Any:
