@@ -56,8 +56,12 @@ def test_figures_are_sane(benched: tuple[Path, Ran, dict]) -> None:
 
 def test_energy_label_shows_where_it_is_estimated(benched: tuple[Path, Ran, dict]) -> None:
     _, out, data = benched
-    if any(s["energy"]["source"] == "estimated" for s in data["systems"]):
-        assert "estimated" in out.out
+    sources = {s["energy"]["source"] for s in data["systems"]}
+    assert sources <= {"measured", "estimated"} and sources, sources
+    # the table's energy column says "(estimated)" exactly when some figure is an estimate
+    assert ("J/1k q (estimated)" in out.out) == ("estimated" in sources), out.out
+    for s in data["systems"]:  # each figure says how it was got
+        assert ("RAPL" in s["energy"]["method"]) == (s["energy"]["source"] == "measured"), s["energy"]
 
 
 def test_chart_has_one_point_per_system(benched: tuple[Path, Ran, dict]) -> None:

@@ -119,12 +119,25 @@ def test_energy_is_power_integrated_over_the_phase(tmp_path: Path) -> None:
     assert len(meter.samples) > 3 and joules == pytest.approx(6.0 * meter.seconds)  # constant 6 W
     curr = tmp_path / "ina3221" / "1-0040" / "hwmon" / "hwmon3" / "curr1_input"
     meter.start()
-    time.sleep(0.15)
+    _samples_at(meter, 6.0)  # waits for samples, not for a time: a loaded machine delays the sampling thread
+    switched = time.perf_counter()
     curr.write_text("2400\n", encoding="utf-8")  # 12 W from here on
-    time.sleep(0.15)
+    _samples_at(meter, 12.0)
     joules = meter.stop()
-    span = meter.seconds
-    assert 6.0 * span < joules < 12.0 * span and joules / span == pytest.approx(9.0, rel=0.2)
+    span, after = meter.seconds, meter.begin + meter.seconds - switched
+    # 6 W until the switch, 12 W after it; the samples on either side of the step bound where it is seen
+    times = [t for t, _ in meter.samples]
+    gap = min(t for t in times if t >= switched) - max(t for t in times if t <= switched)
+    slack = 6.0 * gap + 1e-6
+    assert 6.0 * span < joules < 12.0 * span
+    assert joules == pytest.approx(6.0 * (span - after) + 12.0 * after, abs=slack)
+
+
+def _samples_at(meter: rb.PowerMeter, watts: float, n: int = 5) -> None:
+    """Until the meter has taken `n` samples at `watts` (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while sum(w == pytest.approx(watts) for _, w in list(meter.samples)) < n and time.monotonic() < deadline:
+        time.sleep(meter.interval)
 
 
 def test_the_device_bench_with_power_rails_reports_measured_energy(
