@@ -163,6 +163,8 @@ def run(
         collected = stages.collect(t, run_dir)
         show(collected)
         incomplete(collected, None)
+        if t.student.ladder is not None:  # the student ladder (toolkit/ladder.py)
+            return climb_and_ship(t, run_dir, target or t.targets, start)
         for step in (stages.distill, stages.export):
             show(step(t, run_dir))
         return ship(t, run_dir, target or t.targets, start)
@@ -194,6 +196,33 @@ def ship(t: Any, run_dir: Any, targets: list[str], start: float) -> int:
     for p in packages:
         console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
     console().print(f"[dim]{time.perf_counter() - start:.0f} s in all[/]")
+    return code
+
+
+def climb_and_ship(t: Any, run_dir: Any, targets: list[str], start: float) -> int:
+    """Train the ladder's rungs from the cheapest up; ship the first that holds (exit 3 when none does)."""
+    import shutil
+
+    from rich.table import Table
+
+    from ..errors import RefusedError
+    from ..ladder import HEADER, climb, table_rows
+    from ..report import write_report
+    from ..textfile import read_json
+
+    chosen, _ = climb(t, run_dir, targets, show)
+    data = read_json(run_dir.reports / "ladder.json", "run `tsd-edge run` again")
+    table = Table(title=f"student ladder: {data['stopped']}", title_justify="left")
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("rung", "target", "holds") else "right")
+    for row in table_rows(data):
+        table.add_row(*row)
+    console().print(table)
+    if chosen is None:
+        console().print(f"report: {write_report(t.name, run_dir.reports, run_dir.root / 'report.html')}")
+        return RefusedError.exit_code
+    code = ship(chosen.task, chosen.run, targets, start)
+    shutil.copyfile(chosen.run.root / "report.html", run_dir.root / "report.html")
     return code
 
 
