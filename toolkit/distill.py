@@ -79,6 +79,11 @@ def distill(
     from . import distributed as dist
     from .student import StudentRunner, count_parameters, save_student
 
+    if task.student.ladder is not None:
+        raise InputError(
+            "the task's student is a ladder (student.ladder): `tsd-edge run` trains its rungs; "
+            "to train one by hand, give `student:` that rung's settings"
+        )
     dist.setup()
     main, world = dist.is_main(), dist.world_size()
     fingerprint: str = teacher.fingerprint  # type: ignore[attr-defined]
