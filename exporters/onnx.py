@@ -53,7 +53,8 @@ def export_onnx(
     from ..student import load_student
 
     model = load_student(student_dir)
-    model.set_attn_implementation("eager")
+    if hasattr(model, "set_attn_implementation") and getattr(model.config, "num_attention_heads", None):
+        model.set_attn_implementation("eager")  # the static student (toolkit/static.py) has no attention
     model.eval()
 
     class LogitsOnly(torch.nn.Module):

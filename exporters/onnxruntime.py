@@ -94,12 +94,13 @@ def quantize_static(
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        ops = _ops_to_quantize(prepared)
         quantize_static(
             str(prepared),
             str(out),
             Reader(),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=ops,
             nodes_to_exclude=list(exclude),
             per_channel=True,
             # uint8 activations: with int8 ones this CPU build of ORT falls back to kernels ~10x slower
@@ -120,3 +121,12 @@ def quantize_static(
         "calibration_batches": len(calibration),
         "calibration_sha256": hasher.hexdigest(),
     }
+
+
+def _ops_to_quantize(onnx_path: Path) -> list[str]:
+    """MatMul for the transformer students. A graph without one is the static student (toolkit/static.py):
+    Gather (its embedding table: ORT then gathers int8 rows and dequantizes only those) and Gemm (its head)."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(onnx_path), load_external_data=False).graph.node}
+    return ["MatMul"] if "MatMul" in ops or "Gather" not in ops else ["Gather", "Gemm"]

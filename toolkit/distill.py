@@ -77,8 +77,13 @@ def distill(
     import torch.nn.functional as F
 
     from . import distributed as dist
-    from .student import StudentRunner, build_student, count_parameters, save_student
+    from .student import StudentRunner, count_parameters, save_student
 
+    if task.student.ladder is not None:
+        raise InputError(
+            "the task's student is a ladder (student.ladder): `tsd-edge run` trains its rungs; "
+            "to train one by hand, give `student:` that rung's settings"
+        )
     dist.setup()
     main, world = dist.is_main(), dist.world_size()
     fingerprint: str = teacher.fingerprint  # type: ignore[attr-defined]
@@ -102,22 +107,22 @@ def distill(
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // dist.local_world_size()))
     device = dist.device()
 
-    model, tokenizer = build_student(
-        init=spec.init,
-        teacher_dir=encoder_dir(task.encoder),  # the embedding teacher's model, else relevance.encoder
-        labels=labels,
-        prototypes=label_prototypes(teacher, train, labels),
-        teacher_temperature=teacher.temperature if can_embed(teacher) else 0.05,
-        texts=vocabulary_texts(task, store, fingerprint),
-        layers=spec.layers,
-        max_length=spec.max_length,
-        prune_vocab=spec.prune_vocab,
-        teacher_layers=spec.teacher_layers,
-        dropout=spec.dropout,
-        hidden=spec.hidden,
-        heads=spec.heads,
-        intermediate=spec.intermediate,
-    )
+    if spec.kind == "static":  # token vectors distilled with model2vec, a small head (toolkit/static.py)
+        from .static import build_static
+
+        fit = [p for p in train if p.embedding is not None]
+        model, tokenizer = build_static(
+            teacher_dir=encoder_dir(task.encoder),
+            labels=labels,
+            prototypes=label_prototypes(teacher, train, labels),
+            teacher_temperature=teacher.temperature if can_embed(teacher) else 0.05,
+            texts=vocabulary_texts(task, store, fingerprint),
+            max_length=spec.max_length,
+            width=spec.hidden,
+            fit=([p.input for p in fit], np.stack([p.embedding for p in fit])) if fit else None,
+        )
+    else:
+        model, tokenizer = _build_transformer(task, store, teacher, train, fingerprint)
     if init_from is not None:
         _warm_start(model, tokenizer, init_from)
     parameters = count_parameters(model)
@@ -290,6 +295,29 @@ def distill(
     if not main:
         shutil.rmtree(encode_file.parent, ignore_errors=True)
     return dist.broadcast(result)  # type: ignore[return-value]
+
+
+def _build_transformer(task: Task, store: PairStore, teacher: object, train: list[Pair], fingerprint: str) -> Any:
+    from .student import build_student
+
+    spec = task.student
+    labels = task.label_names
+    return build_student(
+        init=spec.init,
+        teacher_dir=encoder_dir(task.encoder),  # the embedding teacher's model, else relevance.encoder
+        labels=labels,
+        prototypes=label_prototypes(teacher, train, labels),
+        teacher_temperature=teacher.temperature if can_embed(teacher) else 0.05,
+        texts=vocabulary_texts(task, store, fingerprint),
+        layers=spec.layers,
+        max_length=spec.max_length,
+        prune_vocab=spec.prune_vocab,
+        teacher_layers=spec.teacher_layers,
+        dropout=spec.dropout,
+        hidden=spec.hidden,
+        heads=spec.heads,
+        intermediate=spec.intermediate,
+    )
 
 
 def _tokenizer_file(tokenizer: dict, out: Path | None) -> Path:

@@ -223,5 +223,8 @@ def write_report(task_name: str, reports_dir: Path, out: Path) -> Path:
     """The page for a run folder; latency comes from `bench.json` beside it when `tsd-edge bench` has run."""
     latency = bench_latency(out.parent / "bench.json")
     page = render(task_name, load_reports(reports_dir), latency, load_deferrals(reports_dir))
+    from .ladder import html_section  # the student ladder's rungs, when the run had one
+
+    page = page.replace("</body>", html_section(reports_dir) + "</body>", 1)
     out.write_text(page, encoding="utf-8")
     return out

@@ -253,6 +253,10 @@ def load_student(path: Path) -> Student:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    from .static import StaticStudent, is_static
+
+    if is_static(path):  # the static rung of the student ladder (toolkit/static.py)
+        return StaticStudent.from_pretrained(path)  # type: ignore[return-value]
     return Student.from_pretrained(path)
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .errors import InputError
@@ -186,6 +187,9 @@ class SplitSpec(_Strict):
 
 
 class StudentSpec(_Strict):
+    # transformer: a small BERT encoder (below); static: token embeddings distilled from the teacher with the
+    # model2vec library, mean-pooled, with a small head (toolkit/static.py); `hidden` is then its width (256)
+    kind: Literal["transformer", "static"] = "transformer"
     init: Literal["teacher", "config"] = "teacher"
     layers: int = Field(default=2, ge=1)
     # which teacher layers `init: teacher` copies; default: spread from the first to the last
@@ -198,6 +202,24 @@ class StudentSpec(_Strict):
     max_length: int = Field(default=64, ge=8, le=512)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     max_params: int | None = Field(default=6_000_000, gt=0)
+    # training settings for this student only, over the task's `training:` (e.g. a static student's higher lr)
+    training: dict[str, Any] | None = None
+    # the student ladder (toolkit/ladder.py): `run` trains these students from the first (cheapest) on, compiles
+    # each and ships the first whose compiled agreement holds; `auto`: static, narrow transformer, 2 teacher layers
+    ladder: list[StudentSpec] | Literal["auto"] | None = None
+
+    @model_validator(mode="after")
+    def _ladder_alone(self) -> StudentSpec:
+        if self.ladder is not None and self.model_fields_set - {"ladder"}:
+            extra = ", ".join(sorted(self.model_fields_set - {"ladder"}))
+            raise ValueError(f"student.ladder replaces the other student settings ({extra}): move them into a rung")
+        if isinstance(self.ladder, list) and not self.ladder:
+            raise ValueError("student.ladder is empty: give at least one rung, or `ladder: auto`")
+        if self.training:
+            unknown = set(self.training) - set(TrainingSpec.model_fields)
+            if unknown:
+                raise ValueError(f"student.training: unknown settings {sorted(unknown)}")
+        return self
 
 
 class LossWeights(_Strict):
@@ -318,6 +340,13 @@ class Task(_Strict):
     def label_names(self) -> list[str]:
         return [spec.name for spec in self._labels]
 
+    def for_student(self, spec: StudentSpec) -> Task:
+        """This task with `spec` as its student and `spec.training` laid over its training settings."""
+        training = TrainingSpec.model_validate({**self.training.model_dump(), **(spec.training or {})})
+        task = self.model_copy(update={"student": spec, "training": training})
+        task._base_dir, task._labels, task._source = self._base_dir, self._labels, self._source
+        return task
+
     def settings(self, *sections: str) -> dict[str, Any]:
         """The named sections as plain JSON data, for stage fingerprints."""
         data = self.model_dump(mode="json")
@@ -345,6 +374,8 @@ def load_task(path: str | Path) -> Task:
     task._source = path
     task._labels = _load_labels(task, path)
     _check_targets(task, path, text)
+    if task.student.training and task.student.ladder is None:
+        task = task.for_student(task.student)  # a hand-picked student's own training settings
     return task
 
 

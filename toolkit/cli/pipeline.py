@@ -139,6 +139,17 @@ def run(
         from ..pipeline import run as run_all
 
         ctx = context(task, workdir)
+        if ctx.task.student.ladder is not None:  # the student ladder (toolkit/ladder.py)
+            from .. import stages
+            from ..pipeline import require_complete
+            from ..targets import load_profile
+
+            for name in target or []:
+                load_profile(name)
+            collected = stages.collect(ctx)
+            show(collected)
+            require_complete(collected)
+            return climb_and_ship(ctx, list(target or ctx.task.targets))
         return finish(run_all(ctx, targets=target, on_stage=show, on_target=show_target), ctx.run)
 
     guard(body)
@@ -161,6 +172,36 @@ def finish(result: Any, run_dir: Any) -> int:
         console().print(f"package: [bold]{p}[/]\nnext: tsd-edge gate {p}")
     console().print(f"[dim]{result.seconds:.0f} s in all[/]")
     return int(result.exit_code)
+
+
+def climb_and_ship(ctx: Any, targets: list[str]) -> int:
+    """Train the ladder's rungs from the cheapest up; ship the first that holds (exit 3 when none does)."""
+    import shutil
+
+    from rich.table import Table
+
+    from ..context import RunContext
+    from ..errors import RefusedError
+    from ..ladder import HEADER, climb, table_rows
+    from ..pipeline import ship
+    from ..report import write_report
+    from ..textfile import read_json
+
+    chosen, _ = climb(ctx.task, ctx.run, targets, show)
+    data = read_json(ctx.run.reports / "ladder.json", "run `tsd-edge run` again")
+    table = Table(title=f"student ladder: {data['stopped']}", title_justify="left")
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("rung", "target", "holds") else "right")
+    for row in table_rows(data):
+        table.add_row(*row)
+    console().print(table)
+    if chosen is None:
+        console().print(f"report: {write_report(ctx.task.name, ctx.run.reports, ctx.run.root / 'report.html')}")
+        return RefusedError.exit_code
+    rung = RunContext(task=chosen.task, run=chosen.run)
+    code = finish(ship(rung, targets, on_stage=show, on_target=show_target), chosen.run)
+    shutil.copyfile(chosen.run.root / "report.html", ctx.run.root / "report.html")
+    return code
 
 
 def stage_table(run_dir: Any) -> None:

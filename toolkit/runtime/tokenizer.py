@@ -21,6 +21,8 @@ class TextEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length)
         self.max_length = max_length
+        # the same ids without character offsets, ~1.3x faster (tokenizers 0.21+; the device side may have 0.20)
+        self._encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
 
     def __call__(self, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Token ids and attention mask, padded to the longest text (or to `pad_to`)."""
@@ -28,7 +30,7 @@ class TextEncoder:
 
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, unpadded (tokenize once, then `pad` any grouping of them)."""
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        return [e.ids for e in self._encode_batch(list(texts))]
 
     @staticmethod
     def pad(rows: list[list[int]], pad_to: int | None = None) -> dict[str, np.ndarray]:
