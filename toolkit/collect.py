@@ -127,7 +127,7 @@ def _collect(
                     result.failures.append(r.reason or "no answer")
         if keep:
             score([item.text for item, _ in keep], [r for _, r in keep])
-        store.add(teacher.fingerprint, [_pair(item, r, task) for item, r in keep])
+        store.add(teacher.fingerprint, [pair_of(item, r, task) for item, r in keep])
         result.asked += len(keep)
         result.rejected += sum(r.status == "rejected" for _, r in keep)
         advance(len(buffer))
@@ -186,7 +186,8 @@ def _smoke_check(store: PairStore, fingerprint: str, result: CollectResult, befo
     )
 
 
-def _pair(item: TaskInput, r: Response, task: Task) -> Pair:
+def pair_of(item: TaskInput, r: Response, task: Task) -> Pair:
+    """The stored pair for a teacher's answer to an input (collect's, and the hybrid's at run time)."""
     # marked for real by Relevance.refresh once the batch is scored; until then only "none of these" is out
     relevant = r.label is not None
     return Pair(

@@ -22,9 +22,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from .data import heldout, input_key
+from .collect import pair_of
+from .data import TaskInput, input_key
 from .runtime.model import Model, Prediction
-from .store import Pair, PairStore
+from .store import PairStore
 from .task import Task
 
 SOURCE = "deferred"  # the pairs' source in the store: answers the teacher gave for inputs the student deferred
@@ -120,28 +121,7 @@ class Hybrid:
         for text, r in zip(texts, answers, strict=True):
             if r.status == "failed":
                 continue  # not an answer: it will be asked again when the input comes back
-            key = input_key(text)
-            pairs.append(
-                Pair(
-                    input_hash=key,
-                    input=text,
-                    source=SOURCE,
-                    gold=None,
-                    split="heldout" if heldout(key, self.task.split.heldout) else "train",
-                    status=r.status,
-                    label=r.label,
-                    probs=r.probs,
-                    embedding=r.embedding,
-                    relevance=r.relevance,
-                    relevant=r.label is not None,
-                    reason=r.reason,
-                    raw=r.raw,
-                    latency_ms=r.latency_ms,
-                    tokens_in=r.tokens_in,
-                    tokens_out=r.tokens_out,
-                    attempts=r.attempts,
-                )
-            )
+            pairs.append(pair_of(TaskInput(text, SOURCE), r, self.task))
         if not pairs:
             return
         with self._lock, PairStore(self.store_path) as store:

@@ -39,6 +39,20 @@ KnownHosts = Annotated[
     typer.Option(help="--device: known_hosts file with the device's host key (default: ~/.ssh/known_hosts)"),
 ]
 
+# the hybrid system's options, shared by predict and serve (toolkit/hybrid.py)
+TeacherTask = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--teacher",
+        help="the hybrid system: this task file's teacher answers what the package's student defers (the package "
+        "needs a deploy: rule); its answers are stored for the next distill (Python 3.11)",
+    ),
+]
+HybridWorkdir = Annotated[
+    Optional[Path], typer.Option("--workdir", "-w", help="with --teacher: the run directory whose store keeps them")
+]
+StoreAnswers = Annotated[bool, typer.Option("--store/--no-store", help="with --teacher: store the teacher's answers")]
+
 # help panels, so `tsd-edge --help` groups commands by what a user is doing
 PIPELINE, DATA, SHIP, MEASURE = "Pipeline", "Pairs", "Package and gate", "Measure and inspect"
 

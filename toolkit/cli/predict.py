@@ -7,7 +7,7 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 
-from .app import SHIP, Annotated, app, guard
+from .app import SHIP, Annotated, HybridWorkdir, StoreAnswers, TeacherTask, app, guard
 
 # typer evaluates these annotations at run time and this module runs on Python 3.8: Optional/List, no
 # `from __future__ import annotations`
@@ -68,17 +68,9 @@ def predict(
     trust: Annotated[Optional[Path], typer.Option(help="ed25519 public key the package must be signed with")] = None,
     threads: Annotated[Optional[int], typer.Option(help="inference threads [default: the runtime's]")] = None,
     batch_size: Annotated[int, typer.Option(help="texts per model call when reading stdin")] = 64,
-    teacher: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="the hybrid system: this task file's teacher answers what the student defers (the package needs "
-            "a deploy: rule); its answers are stored for the next distill"
-        ),
-    ] = None,
-    workdir: Annotated[
-        Optional[Path], typer.Option("--workdir", "-w", help="with --teacher: the run directory whose store keeps them")
-    ] = None,
-    store: Annotated[bool, typer.Option(help="with --teacher: store the teacher's answers")] = True,
+    teacher: TeacherTask = None,
+    workdir: HybridWorkdir = None,
+    store: StoreAnswers = True,
 ) -> None:
     """Answer TEXT... (or stdin: JSON lines with "text", or plain lines) with the package's artifact: one JSON
     line per input with the label, its score and the package's name and target. With a deploy: rule in the

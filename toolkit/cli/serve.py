@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import typer
 
-from .app import SHIP, Annotated, app, guard
+from .app import SHIP, Annotated, HybridWorkdir, StoreAnswers, TeacherTask, app, guard
 
 # typer evaluates these annotations at run time and this module runs on Python 3.8: Optional/List, no
 # `from __future__ import annotations`
@@ -98,17 +98,9 @@ def serve(
     ] = None,
     grace: Annotated[float, typer.Option(help="seconds in-flight requests get to finish after SIGTERM")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level")] = "warning",
-    teacher: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="the hybrid system: this task file's teacher answers what its package's student defers (the "
-            "package needs a deploy: rule); its answers are stored for the next distill (Python 3.11)"
-        ),
-    ] = None,
-    workdir: Annotated[
-        Optional[Path], typer.Option("--workdir", "-w", help="with --teacher: the run directory whose store keeps them")
-    ] = None,
-    store: Annotated[bool, typer.Option(help="with --teacher: store the teacher's answers")] = True,
+    teacher: TeacherTask = None,
+    workdir: HybridWorkdir = None,
+    store: StoreAnswers = True,
 ) -> None:
     """Serve packages over HTTP on HOST:PORT: /health, /ready, POST /v1/classify, the KServe v2 protocol
     (/v2/models/NAME/infer) and Prometheus /metrics, batching concurrent requests. Stops on SIGTERM/Ctrl-C
