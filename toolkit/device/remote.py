@@ -139,6 +139,19 @@ async def fetch(
     return response
 
 
+class Laps:
+    """Seconds per phase of a session: `lap("upload")` closes the phase that began at the previous lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self.clock, 3)
+        self.clock = now
+
+
 async def _session(
     device: SshDevice,
     profile: Profile,
@@ -149,14 +162,7 @@ async def _session(
     need_bytes: int,
     timing_cache: Path | None,
 ) -> DeviceBuild:
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = round(now - clock, 3)
-        clock = now
+    lap = Laps()
 
     async with Connection(device) as ssh:
         facts = await probe(ssh)
@@ -207,7 +213,7 @@ async def _session(
         build=response["build"],
         run=response["run"],
         host_build=host_build,
-        seconds=seconds,
+        seconds=lap.seconds,
     )
 
 
@@ -359,14 +365,7 @@ def run_logits(
 async def _logits_session(
     device: SshDevice, package: Path, inputs: Path, count: int, threads: int | None, staging: Path
 ) -> DeviceLogits:
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[name] = round(now - clock, 3)
-        clock = now
+    lap = Laps()
 
     staging.mkdir(parents=True, exist_ok=True)
     request = staging / protocol.REQUEST
@@ -395,4 +394,4 @@ async def _logits_session(
     logits = np.load(staging / "fetched" / response["logits"])
     if logits.shape[0] != count:
         raise InputError(f"{device.url}: the device returned {logits.shape[0]} rows of logits for {count} inputs")
-    return DeviceLogits(device, facts, logits, dict(response["run"]), seconds)
+    return DeviceLogits(device, facts, logits, dict(response["run"]), lap.seconds)

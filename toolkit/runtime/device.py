@@ -390,7 +390,3 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     (here / RESPONSE).write_text(json.dumps(response, indent=2) + "\n", encoding="utf-8")
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
