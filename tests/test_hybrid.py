@@ -66,6 +66,24 @@ def test_unsure_inputs_go_to_the_teacher_and_are_stored(hybrid_package: tuple[Pa
         stored = {p.input: p for p in pairs.pairs(teacher.fingerprint, status=None) if p.source == SOURCE}
     assert set(stored) == set(deferred)
     assert all(stored[t].label == teacher_answers[t] for t in deferred)
+    # stored as collect stores them: no score of the teacher's own (its max cosine) standing in for the task's
+    # kNN relevance; the next refresh (collect, run, pairs import) scores them by the task's rule
+    assert all(stored[t].relevance is None for t in deferred)
+    from tsd_edge.relevance import Relevance
+
+    with PairStore(store) as pairs:
+        rule = Relevance(task, pairs, teacher).refresh(teacher.fingerprint)
+        scored = {p.input: p for p in pairs.pairs(teacher.fingerprint, status=None) if p.source == SOURCE}
+    assert rule.method == "knn" and all(scored[t].relevance is not None for t in deferred)
+    assert all(scored[t].relevant == (scored[t].relevance >= rule.threshold) for t in deferred)
+    # a serving host's own store closes the loop: its teacher is registered with the labels, so its pairs export
+    # and import into another run folder (the training run's)
+    with PairStore(store) as pairs:
+        assert pairs.labels(teacher.fingerprint) == task.label_names
+    exported = tmp_path / "deferred.jsonl"
+    assert tsd("pairs", "export", task_file, exported, "--workdir", store.parent).code == 0
+    imported = tsd("pairs", "import", task_file, exported, "--workdir", tmp_path / "training")
+    assert imported.code == 0 and f"imported {len(deferred)} pairs" in imported.out, imported.out + imported.err
     # asked again: the same answers, nothing stored twice
     again = Hybrid(tsd_edge.load(pkg), task, store=store)
     assert [p.source for p in again.predict(TEXTS)] == [r["source"] for r in rows]

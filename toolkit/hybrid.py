@@ -24,6 +24,7 @@ from typing import Any
 
 from .collect import pair_of
 from .data import TaskInput, input_key
+from .relevance import Relevance
 from .runtime.model import Model, Prediction
 from .store import PairStore
 from .task import Task
@@ -117,14 +118,18 @@ class Hybrid:
         """Every answer the teacher gave (rejected ones too, as collect stores them: never trained on)."""
         if self.store_path is None:
             return
-        pairs = []
-        for text, r in zip(texts, answers, strict=True):
-            if r.status == "failed":
-                continue  # not an answer: it will be asked again when the input comes back
-            pairs.append(pair_of(TaskInput(text, SOURCE), r, self.task))
-        if not pairs:
-            return
+        answered = [(text, r) for text, r in zip(texts, answers, strict=True) if r.status != "failed"]
+        if not answered:
+            return  # a failed call is not an answer: it will be asked again when the input comes back
         with self._lock, PairStore(self.store_path) as store:
+            # as collect stores them: the teacher's own relevance score is dropped unless the task's rule is
+            # `teacher`, so the task's rule (kNN, max cosine) scores these pairs when the next collect, run or
+            # `pairs import` refreshes relevance — a score on another scale would be judged by its threshold
+            Relevance(self.task, store, self.teacher).fill([t for t, _ in answered], [r for _, r in answered])
+            pairs = [pair_of(TaskInput(text, SOURCE), r, self.task) for text, r in answered]
+            # the teacher's labels (the order of its soft labels) and spec, as collect registers them: a serving
+            # host's own store can then be exported and imported into the training run (`tsd-edge pairs`)
+            store.register_teacher(self.teacher.fingerprint, self.task.label_names, self.teacher.spec)
             self.stats["stored"] += store.add(self.teacher.fingerprint, pairs)
             # provenance beside the store, one JSON line per answer, appended after the pairs are committed
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

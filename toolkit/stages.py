@@ -113,7 +113,14 @@ def distill(ctx: RunContext, *, force: bool = False) -> StageResult:
                 "run `tsd-edge collect` again"
             )
         if is_main():
-            store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
+            if store.unscored(teacher.fingerprint):
+                # answers stored since the last collection (the hybrid's deferred pairs, toolkit/hybrid.py) are
+                # scored by the task's rule first: relevance applies to them as to collected ones
+                from .relevance import Relevance
+
+                Relevance(task, store, teacher).refresh(teacher.fingerprint)
+            else:
+                store.mark_relevance(teacher.fingerprint, task.relevance.threshold)
         barrier()
         ctx.refresh()  # relevance marked again: the held-out pairs may differ
         # the threshold is not part of the key: changing it re-judges the student, it does not retrain it
