@@ -137,3 +137,41 @@ def test_gate_fails_a_deferral_rule_that_does_not_hold(hybrid_package: tuple[Pat
     gate = tsd("gate", bad, "--json", tmp_path / "g.json", "--junit", tmp_path / "g.xml")
     assert gate.code == 1
     assert "deferral" in gate.out and "under the target 0.999" in gate.out
+
+
+def test_package_calibrates_on_the_logits_check_recorded(
+    hybrid_package: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check keeps the compiled artifact's held-out logits in the run folder, listed (with their SHA-256) in its
+    record; package calibrates the deferral rule on them instead of running the artifact a second time."""
+    import shutil
+
+    import tsd_edge.runtime.backends as backends
+    from tsd_edge.context import RunContext
+    from tsd_edge.packaging import package
+    from tsd_edge.runtime import load
+    from tsd_edge.task import load_task
+
+    task_file, pkg = hybrid_package
+    run = tmp_path / "run"
+    shutil.copytree(pkg.parent.parent, run)  # packaged again below: the session's package stays as it is
+    record = json.loads((run / "records" / "check-cpu-x86.json").read_text(encoding="utf-8"))
+    assert "reports/cpu-x86_logits.npy" in record["outputs"]
+    recorded = np.load(run / "reports" / "cpu-x86_logits.npy")
+    with load(pkg) as model:
+        held = model.package.file("heldout.jsonl").read_text(encoding="utf-8").splitlines()
+        np.testing.assert_allclose(model.logits([json.loads(x)["input"] for x in held if x]), recorded, atol=1e-4)
+        shipped = json.loads(model.package.file("deferral.json").read_text(encoding="utf-8"))
+
+    def ran_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("package ran the compiled artifact again instead of using check's logits")
+
+    monkeypatch.setattr(backends, "open_runner", ran_again)
+    result = package(RunContext.open(load_task(task_file), run), "cpu-x86")
+    with load(Path(result.data["path"])) as again:
+        rule = json.loads(again.package.file("deferral.json").read_text(encoding="utf-8"))
+    assert (rule["threshold"], rule["evaluation"], rule["curve"]) == (
+        shipped["threshold"],
+        shipped["evaluation"],
+        shipped["curve"],
+    )

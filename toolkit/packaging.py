@@ -19,9 +19,12 @@ from .errors import InputError, RefusedError
 from .stages import StageResult
 from .targets import Profile, load_profile
 from .task import Task
+from .textfile import load_json_or_none
 from .verdict import judge
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .deferral import Deferral
     from .runtime.artifact import Artifact
 
@@ -47,7 +50,7 @@ def package(ctx: RunContext, target: str, *, sign: Path | None = None) -> StageR
         raise RefusedError(f"not packaged: {why}{moved}")
     teacher_fp, held = ctx.teacher_fingerprint, ctx.heldout
     heldout = "".join(json.dumps({"input": p.input, "teacher": p.label, "gold": p.gold}) + "\n" for p in held)
-    deferral = _deferral(ctx, artifact) if task.deploy else None
+    deferral = _deferral(ctx, artifact, profile.name) if task.deploy else None
     files = {
         artifact.path.name: artifact.path.read_bytes(),
         **{name: (artifact.path.parent / name).read_bytes() for name in artifact.extra_files},
@@ -94,18 +97,23 @@ def package(ctx: RunContext, target: str, *, sign: Path | None = None) -> StageR
     return StageResult(f"package {profile.name}", False, line, data={"path": str(out)})
 
 
-def _deferral(ctx: RunContext, artifact: Artifact) -> Deferral:
-    """Calibrate the hybrid system's threshold on the compiled artifact's own held-out answers, run through
-    the runtime that will run it on the device (toolkit/deferral.py); saved as reports/deferral/<target>.json."""
+def _deferral(ctx: RunContext, artifact: Artifact, target: str) -> Deferral:
+    """Calibrate the hybrid system's threshold on the compiled artifact's own held-out answers: the logits `check`
+    computed (where the artifact runs: here, or on the device) and recorded, whose record `package` has just
+    verified; the artifact is run here again only for a check recorded before check kept them. Toolkit/deferral.py;
+    saved as reports/deferral/<target>.json."""
     from .deferral import calibrate
-    from .runtime.backends import open_runner
-    from .runtime.infer import predict_logits
 
     spec, labels, held, texts = ctx.task.deploy, ctx.labels, ctx.heldout, ctx.heldout_texts
     if spec is None:
         raise InputError("the task has no `deploy:` section: nothing to calibrate a deferral rule for")
-    with open_runner(artifact, None) as runner:
-        logits = predict_logits(runner, ctx.encoder, texts)
+    logits = _checked_logits(ctx, target, len(texts))
+    if logits is None:
+        from .runtime.backends import open_runner
+        from .runtime.infer import predict_logits
+
+        with open_runner(artifact, None) as runner:
+            logits = predict_logits(runner, ctx.encoder, texts)
     deferral = calibrate(
         logits,
         [labels[i] for i in logits.argmax(1)],
@@ -120,6 +128,21 @@ def _deferral(ctx: RunContext, artifact: Artifact) -> Deferral:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(deferral.to_dict(), indent=2) + "\n", encoding="utf-8")
     return deferral
+
+
+def _checked_logits(ctx: RunContext, target: str, n: int) -> np.ndarray | None:
+    """The held-out logits check recorded for `target` (its record lists them with their SHA-256, checked by
+    `RunDir.require` before this), or None when that check's record does not."""
+    import numpy as np
+
+    run = ctx.run
+    path = run.check_logits(target)
+    record = load_json_or_none(run.record(f"check-{target}"))
+    outputs = record.get("outputs") if isinstance(record, dict) else None
+    if not isinstance(outputs, dict) or path.relative_to(run.root).as_posix() not in outputs or not path.is_file():
+        return None
+    logits = np.load(path)
+    return logits if logits.ndim == 2 and len(logits) == n else None
 
 
 def _deferral_line(d: Deferral) -> str:

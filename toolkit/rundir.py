@@ -5,6 +5,7 @@
     runs/<task>/onnx/model.onnx         export
     runs/<task>/reports/student_logits.npy   export: the fp32 student's held-out logits (the reference)
     runs/<task>/compiled/<target>/      compile
+    runs/<task>/reports/<target>_logits.npy  check: the compiled artifact's held-out logits (package calibrates on them)
     runs/<task>/reports/*.json          every stage's agreement report
     runs/<task>/dist/*.tsdpkg           package
     runs/<task>/records/<stage>.json    the hash of each stage's inputs and settings, and of its outputs
@@ -62,6 +63,11 @@ class RunDir:
 
     def compiled(self, target: str) -> Path:
         return self.root / "compiled" / target
+
+    def check_logits(self, target: str) -> Path:
+        """The compiled artifact's logits on the held-out inputs, written by check and listed in its record:
+        `package` calibrates the deferral rule on them instead of running the artifact again."""
+        return self.reports / f"{target}_logits.npy"
 
     def report(self, stage: str) -> Path:
         return self.reports / f"{stage}.json"
