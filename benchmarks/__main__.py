@@ -5,6 +5,7 @@ run TASK      roofline, `tsd-edge bench` on the task's run folder, roofline agai
               and benchmarks/README.md's tables regenerated from it
 readme [JSON] regenerate benchmarks/README.md's tables from a results file (default: the newest)
 memory PKG    peak memory (VmHWM) of a process at each step of loading a package and answering queries
+feedback      the hybrid system's feedback round on Banking77 (benchmarks/feedback.py; its own --help)
 """
 
 from __future__ import annotations
@@ -164,8 +165,13 @@ def main() -> int:
     m = sub.add_parser("memory", help="peak memory, step by step, of loading a package and answering")
     m.add_argument("package", type=Path)
     m.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
+    sub.add_parser("feedback", help="the hybrid system's feedback round (its own --help)", add_help=False)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if sys.argv[1:2] == ["feedback"]:  # its options are its own (benchmarks/feedback.py)
+        from .feedback import main as feedback
+
+        return feedback(sys.argv[2:])
+    args = parser.parse_args()
     if args.command == "run":
         sys.stdout.write(f"{run(args)}\n")
     elif args.command == "readme":
