@@ -93,15 +93,14 @@ def derive(work: Path, share: float) -> dict[str, Any]:
     with train_file.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = reader.fieldnames, list(reader)
-    kept, back, seen = [], [], set()
+    back: list[str] = []  # in file order, once each; every row of a held-back text leaves the pool (duplicates too)
     for row in rows:
         text = row["text"].strip()
-        fresh = text and text not in seen and text not in others
-        if fresh and not heldout(input_key(text), split) and held_back(text, share):
+        if text and text not in others and not heldout(input_key(text), split) and held_back(text, share):
             back.append(text)
-            seen.add(text)
-            continue
-        kept.append(row)
+    back = list(dict.fromkeys(back))
+    gone = set(back)
+    kept = [row for row in rows if row["text"].strip() not in gone]
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
     with (data / "train-round1.csv").open("w", encoding="utf-8", newline="") as fh:
