@@ -1,10 +1,13 @@
 """What the hybrid system's deferral decision costs per query: `Model.predict` on the same package with its
 deferral rule and with the rule switched off, interleaved, 1 thread, batch 1 and batch 32, medians.
 
-    python -m benchmarks.deferral runs/banking77/dist/banking77-cpu-x86.tsdpkg [--rounds 30]
+    python -m benchmarks.deferral runs/banking77/dist/banking77-cpu-x86.tsdpkg [--rounds 30] [--out FILE]
 
-Writes benchmarks/results/deferral-<machine>.json. The decision is the softmax margin (or top probability)
-of the logits the model computed anyway, compared with τ: numpy on a (batch × labels) array.
+Writes benchmarks/results/deferral-<machine>.json (or --out). The decision is the softmax margin (or top
+probability) of the logits the model computed anyway, compared with τ: numpy on a (batch × labels) array.
+The file also keeps what the package's rule reached (its deferral.json, calibrated by `package` on the
+compiled artifact's held-out answers): coverage, answered agreement, system agreement (the teacher answers
+the rest) and teacher calls per query, on the calibration half, the half τ never saw, and all of them.
 """
 
 from __future__ import annotations
@@ -21,25 +24,23 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 HERE = Path(__file__).resolve().parent
 
 
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package", type=Path)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     import tsd_edge
+
+    from .__main__ import machine
 
     model = tsd_edge.load(args.package, threads=1)
     if model.deferral is None:
         raise SystemExit(f"{args.package} has no deferral rule (deploy: in the task file)")
     rule = model.deferral
+    shipped = json.loads(model.package.file("deferral.json").read_text(encoding="utf-8"))
+    reached = {part: _system(shipped[part]) for part in ("calibration", "evaluation", "overall")}
     texts = [
         json.loads(x)["input"] for x in model.package.file("heldout.jsonl").read_text(encoding="utf-8").split("\n") if x
     ]
@@ -70,21 +71,34 @@ def main() -> None:
     model.close()
     med = {k: statistics.median(v) for k, v in timings.items()}
     result = {
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "load_average": os.getloadavg()},
+        "machine": {**machine(), "load_average": os.getloadavg()},
         "package": str(args.package),
         "rule": rule,
+        "agreement": model.manifest.get("agreement"),
+        "reached": reached,  # coverage, answered and system agreement, teacher calls per query
+        "aurc": shipped.get("aurc"),
+        "bound": shipped.get("bound"),
         "ms_per_query": med,
         "overhead_ms_per_query": {
             "b1": med["b1 with"] - med["b1 without"],
             "b32": med["b32 with"] - med["b32 without"],
         },
+        "decision_ms_per_query": decision,
         "rounds": args.rounds,
     }
-    out = HERE / "results" / f"deferral-{platform.machine()}-{os.cpu_count()}c.json"
+    out = args.out or HERE / "results" / f"deferral-{platform.machine()}-{os.cpu_count()}c.json"
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result["ms_per_query"], indent=2))
     print("overhead per query (ms):", json.dumps(result["overhead_ms_per_query"]))
     print("the decision alone (ms per query):", json.dumps(decision))
+    print("reached:", json.dumps(reached, indent=2))
+
+
+def _system(part: dict) -> dict:
+    """A half's figures with the hybrid's: system agreement (the teacher agrees with itself on what it answers)."""
+    n, answered, agreement = part["n"], part["answered"], part["answered_agreement"]
+    system = None if agreement is None or not n else (answered * agreement + (n - answered)) / n
+    return {**part, "system_agreement": system, "teacher_calls_per_query": 1 - part["coverage"]}
 
 
 if __name__ == "__main__":
