@@ -42,6 +42,8 @@ class AgreementReport:
     fidelity: dict[str, Any] | None = None
     gold_accuracy: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # what `agreement` measures: "label" (classify), or an embed task's metric (toolkit/embedding_agreement.py)
+    metric: str = "label"
     schema: str = SCHEMA
 
     @property

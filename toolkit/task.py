@@ -112,6 +112,9 @@ class OpenAITeacherSpec(_Strict):
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, gt=0)
+    # an embed task asks /v1/embeddings (vLLM, TEI, NIM, OpenAI) instead of chat: `dimensions` is passed on where
+    # the model supports shortened embeddings; the answer is made unit length
+    dimensions: int | None = Field(default=None, ge=1)
 
     @field_validator("prompt")
     @classmethod
@@ -132,11 +135,14 @@ class PythonTeacherSpec(_Strict):
 
 
 class HFTeacherSpec(_Strict):
-    """A local transformers model through a pipeline (see docs/teachers/hf.md)."""
+    """A local transformers model through a pipeline (see docs/teachers/hf.md); `feature-extraction` (mean-pooled,
+    unit length) answers an embed task."""
 
     kind: Literal["hf"]
     model: str = Field(min_length=1, description="a local model folder")
-    pipeline: Literal["text-classification", "zero-shot-classification"] = "text-classification"
+    pipeline: Literal["text-classification", "zero-shot-classification", "feature-extraction"] | None = Field(
+        default=None, description="default: text-classification for classify, feature-extraction for embed"
+    )
     label_map: dict[str, str | None] = Field(default_factory=dict)
     hypothesis_template: str = "This example is {}."
     use_descriptions: bool = False
@@ -257,14 +263,29 @@ class TrainingSpec(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
+METRICS = {"classify": ("label",), "embed": ("recall_asymmetric", "recall_symmetric", "cosine")}
+
+
 class AgreementSpec(_Strict):
     """`rule: point` holds when the measured agreement reaches `threshold`; `rule: strict` when the lower
-    end of its 95% Wilson interval does (so a small held-out set cannot pass by luck)."""
+    end of its 95% interval does (so a small held-out set cannot pass by luck).
+
+    What "agreement" is depends on the task's kind (`metric`): `label` for classify (the student's label is the
+    teacher's); for embed (docs/embed.md) `recall_asymmetric` (default: the share of the teacher's top-`k`
+    neighbours in `corpus` training inputs that the student's query embedding finds in the teacher-built index),
+    `recall_symmetric` (both sides embedded by the student) or `cosine` (mean cosine to the teacher's embedding).
+    """
 
     threshold: float = Field(default=0.85, ge=0, le=1)
     rule: Literal["point", "strict"] = "point"
     max_drop: float | None = Field(default=0.01, ge=0, le=1)
     min_n: int = Field(default=50, ge=1)
+    metric: Literal["label", "recall_asymmetric", "recall_symmetric", "cosine"] | None = Field(
+        default=None, description="default: label for classify, recall_asymmetric for embed"
+    )
+    k: int = Field(default=10, ge=1, description="embed: neighbours compared per query")
+    corpus: int = Field(default=10_000, ge=10, description="embed: training inputs the neighbours are searched in")
+    floor: float = Field(default=0.8, ge=-1, le=1, description="embed: the report counts cosines under it")
 
 
 class DeploySpec(_Strict):
@@ -294,8 +315,8 @@ class AutoSpec(_Strict):
 
 class Task(_Strict):
     name: str
-    kind: Literal["classify"] = "classify"
-    labels: list[str | LabelSpec] | Path
+    kind: Literal["classify", "embed"] = "classify"
+    labels: list[str | LabelSpec] | Path | None = None  # classify: required; embed: none
     inputs: list[InputSource] = Field(min_length=1)
     teacher: TeacherSpec = EmbeddingTeacherSpec()
     fleet: FleetSpec | None = None  # collect with teacher replicas on a Ray cluster
@@ -311,6 +332,32 @@ class Task(_Strict):
     _base_dir: Path = PrivateAttr(default=Path("."))
     _labels: list[LabelSpec] = PrivateAttr(default_factory=list)
     _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _fits_the_kind(self) -> Task:
+        if self.kind == "classify" and self.labels is None:
+            raise ValueError("a classify task needs `labels:` (a list, or a file of them)")
+        if self.kind == "embed":
+            if self.labels is not None:
+                raise ValueError("an embed task has no labels: remove `labels:` (or use kind: classify)")
+            if self.deploy is not None:
+                raise ValueError("deploy: (the hybrid system) defers unsure labels: it needs kind: classify")
+            if isinstance(self.teacher, EmbeddingTeacherSpec) and self.teacher.examples is not None:
+                raise ValueError("teacher.examples are label prototypes: an embed task's teacher needs none")
+        if self.agreement.metric is not None and self.agreement.metric not in METRICS[self.kind]:
+            raise ValueError(f"agreement.metric for kind {self.kind}: use {' or '.join(METRICS[self.kind])}")
+        if isinstance(self.teacher, HFTeacherSpec) and self.teacher.pipeline is None:
+            self.teacher.pipeline = "feature-extraction" if self.kind == "embed" else "text-classification"
+        pipeline = getattr(self.teacher, "pipeline", None)
+        if pipeline is not None and (pipeline == "feature-extraction") != (self.kind == "embed"):
+            wanted = "feature-extraction" if self.kind == "embed" else "text-classification or zero-shot-classification"
+            raise ValueError(f"teacher.pipeline {pipeline} does not answer kind: {self.kind} tasks; use {wanted}")
+        return self
+
+    @property
+    def metric(self) -> str:
+        """What agreement means for this task: `agreement.metric`, or the kind's default."""
+        return self.agreement.metric or METRICS[self.kind][0]
 
     @field_validator("name")
     @classmethod
@@ -399,6 +446,8 @@ def _compose(text: str) -> Any:
 
 
 def _load_labels(task: Task, task_path: Path) -> list[LabelSpec]:
+    if task.labels is None:  # an embed task
+        return []
     if isinstance(task.labels, Path):
         file = task.path(task.labels)
         if not file.is_file():
