@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tsd_edge.agreement import AgreementReport
-from tsd_edge.embedding_agreement import HISTOGRAM_EDGES, compare_embeddings, describe, mean_interval, t975
+from tsd_edge.embedding_agreement import COSINE_KEYS, HISTOGRAM_EDGES, compare_embeddings, describe, mean_interval, t975
 from tsd_edge.errors import InputError
 
 
@@ -216,7 +216,7 @@ def test_a_narrower_student_is_measured_on_its_own_neighbours_only() -> None:
     r = run(narrow_q, TQ, narrow_c, TC, metric="recall_symmetric", threshold=0.3)
     e = r.details["embedding"]
     assert 0.3 < e["recall_symmetric"] < 1.0 and r.agreement == e["recall_symmetric"]
-    assert e["mean_cosine"] is None and e["recall_asymmetric"] is None and e["dim"] == 24
+    assert all(e[key] is None for key in COSINE_KEYS) and e["recall_asymmetric"] is None and e["dim"] == 24
     assert r.confusions[0]["cosine"] is None
     json.dumps(r.to_dict(), allow_nan=False)
     for metric in ("recall_asymmetric", "cosine"):
@@ -227,6 +227,7 @@ def test_a_narrower_student_is_measured_on_its_own_neighbours_only() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        ({"student": TQ[:0], "teacher": TQ[:0]}, "no held-out queries to measure"),
         ({"teacher": TQ[:-1]}, "the student embedded 300 held-out queries and the teacher 299"),
         ({"corpus_teacher": TC[:-1]}, "the student embedded 600 corpus rows and the teacher 599"),
         ({"k": 600}, "agreement.k is 600 but the corpus has 600 rows"),

@@ -42,6 +42,15 @@ QUANTILES = (1, 5, 25, 50, 75)
 HISTOGRAM_EDGES = [-1.0] + [round(0.05 * i, 2) for i in range(21)]
 SAME = 1.0 - 1e-5
 WORST = 10
+COSINE_KEYS = (
+    "mean_cosine",
+    "mean_cosine_ci95",
+    "cosine_sd",
+    "cosine_min",
+    "cosine_quantiles",
+    "cosine_histogram",
+    "under_floor",
+)
 # similarity entries per block (float32: 16 MiB); a block is rows of queries against the whole corpus
 MAX_BLOCK = 1 << 22
 
@@ -74,40 +83,10 @@ def compare_embeddings(
         raise InputError(f"unknown agreement rule {rule!r}: use point or strict")
     q_s, q_t = _matrix(student, "student"), _matrix(teacher, "teacher")
     c_s, c_t = _matrix(corpus_student, "corpus_student"), _matrix(corpus_teacher, "corpus_teacher")
-    n, m = q_s.shape[0], c_s.shape[0]
-    d, d_t = q_s.shape[1], q_t.shape[1]
-    if q_t.shape[0] != n or n == 0:
-        raise InputError(f"the student embedded {n} held-out queries and the teacher {q_t.shape[0]}: they must match")
-    if c_t.shape[0] != m:
-        raise InputError(f"the student embedded {m} corpus rows and the teacher {c_t.shape[0]}: they must match")
-    if c_s.shape[1] != d or c_t.shape[1] != d_t:
-        raise InputError("the corpus is embedded in another dimension than the queries: embed both with one model")
-    if not 1 <= k < m:
-        raise InputError(f"agreement.k is {k} but the corpus has {m} rows: k must be at least 1 and under the corpus")
+    ref = _matrix(reference, "reference") if reference is not None else None
+    _check(q_s, q_t, c_s, c_t, ref, metric=metric, k=k, texts=texts)
+    n, m, d, d_t = q_s.shape[0], c_s.shape[0], q_s.shape[1], q_t.shape[1]
     same_space = d == d_t
-    if not same_space and metric != "recall_symmetric":
-        raise InputError(
-            f"the student's embeddings have {d} dimensions and the teacher's {d_t}: {metric} compares them "
-            f"directly; a narrower output only supports agreement.metric: recall_symmetric (or give the student "
-            f"a {d_t}-dimension output)"
-        )
-    if texts is not None and len(texts) != n:
-        raise InputError(f"{len(texts)} texts for {n} held-out queries: pass one text per query")
-    ref = None
-    if reference is not None:
-        ref = _matrix(reference, "reference")
-        if ref.shape != (n + m, d):
-            raise InputError(
-                f"the reference outputs are {ref.shape[0]}×{ref.shape[1]}, expected {n + m}×{d} (queries then corpus)"
-            )
-
-    for a, name in ((q_t, "held-out queries"), (c_t, "corpus")):
-        bad = int(np.count_nonzero(~_valid(a)))
-        if bad:
-            raise InputError(
-                f"the teacher's embeddings of the {name} have {bad} zero or non-finite rows: "
-                "re-collect them (the pair store rejects such answers)"
-            )
     nq, nc = _unit(q_s), _unit(c_s)
     null = ~_valid(q_s)
     tq, tc = _unit(q_t), _unit(c_t)
@@ -122,7 +101,7 @@ def compare_embeddings(
     if cosine is not None:
         figures.update(_cosine_figures(cosine, floor))
     else:
-        figures.update(dict.fromkeys(("mean_cosine", "mean_cosine_ci95", "under_floor"), None))
+        figures.update(dict.fromkeys(COSINE_KEYS))
     for side in ("symmetric", "asymmetric"):
         recall, top1 = hits.get(f"recall_{side}"), hits.get(f"top1_{side}")
         figures[f"recall_{side}"] = float(recall.mean()) if recall is not None else None
@@ -191,6 +170,50 @@ def t975(df: int) -> float:
 
 
 # -- the pieces ---------------------------------------------------------------------------------------------
+
+
+def _check(
+    q_s: np.ndarray,
+    q_t: np.ndarray,
+    c_s: np.ndarray,
+    c_t: np.ndarray,
+    ref: np.ndarray | None,
+    *,
+    metric: str,
+    k: int,
+    texts: list[str] | None,
+) -> None:
+    """One line naming what does not fit, and the fix."""
+    n, m, d, d_t = q_s.shape[0], c_s.shape[0], q_s.shape[1], q_t.shape[1]
+    if n == 0:
+        raise InputError("no held-out queries to measure: the held-out split is empty (raise split.heldout)")
+    if q_t.shape[0] != n:
+        raise InputError(f"the student embedded {n} held-out queries and the teacher {q_t.shape[0]}: they must match")
+    if c_t.shape[0] != m:
+        raise InputError(f"the student embedded {m} corpus rows and the teacher {c_t.shape[0]}: they must match")
+    if c_s.shape[1] != d or c_t.shape[1] != d_t:
+        raise InputError("the corpus is embedded in another dimension than the queries: embed both with one model")
+    if not 1 <= k < m:
+        raise InputError(f"agreement.k is {k} but the corpus has {m} rows: k must be at least 1 and under the corpus")
+    if d != d_t and metric != "recall_symmetric":
+        raise InputError(
+            f"the student's embeddings have {d} dimensions and the teacher's {d_t}: {metric} compares them "
+            f"directly; a narrower output only supports agreement.metric: recall_symmetric (or give the student "
+            f"a {d_t}-dimension output)"
+        )
+    if texts is not None and len(texts) != n:
+        raise InputError(f"{len(texts)} texts for {n} held-out queries: pass one text per query")
+    if ref is not None and ref.shape != (n + m, d):
+        raise InputError(
+            f"the reference outputs are {ref.shape[0]}×{ref.shape[1]}, expected {n + m}×{d} (queries then corpus)"
+        )
+    for a, name in ((q_t, "held-out queries"), (c_t, "corpus")):
+        bad = int(np.count_nonzero(~_valid(a)))
+        if bad:
+            raise InputError(
+                f"the teacher's embeddings of the {name} have {bad} zero or non-finite rows: "
+                "re-collect them (the pair store rejects such answers)"
+            )
 
 
 def _matrix(a: Any, name: str) -> np.ndarray:
