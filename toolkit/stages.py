@@ -49,8 +49,8 @@ def collect(ctx: RunContext, *, limit: int | None = None, dry_run: bool = False)
         res = collect_pairs(task, store, teacher, limit=limit, dry_run=dry_run)
         ctx.refresh()  # new answers, new relevance
         relevance = summary(store, teacher.fingerprint)
-        held = ctx.heldout
-        if not dry_run:
+        held, report = ctx.heldout, None
+        if not dry_run and task.kind == "classify":  # the teacher against the data's gold labels
             gold = [p for p in held if p.gold]
             report = (
                 compare(
@@ -166,7 +166,7 @@ def export(ctx: RunContext, *, force: bool = False) -> StageResult:
     from .student import StudentRunner
 
     run.invalidate("export")
-    texts, encode = ctx.heldout_texts, ctx.encoder
+    texts, encode = ctx.eval_texts, ctx.encoder
     samples = [encode(texts[:1]), encode(texts[1:9]), encode(texts[9:73])]
     with run.staged(run.onnx.parent) as folder:
         onnx = folder / run.onnx.name
