@@ -32,6 +32,10 @@ class StageResult:
 
 
 def agreement_line(report: AgreementReport) -> str:
+    if report.metric != "label":  # an embed task: its gated metric, then the other figures
+        from .embedding_agreement import describe
+
+        return describe(report)
     lo, hi = report.ci95
     gold = f", gold accuracy {report.gold_accuracy:.3f}" if report.gold_accuracy is not None else ""
     return f"agreement {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, n={report.n}){gold}"
