@@ -45,15 +45,21 @@ class DistillResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def label_prototypes(teacher: object, pairs: list[Pair], labels: list[str]) -> np.ndarray:
-    """The teacher's own prototypes when it embeds, else the mean stored embedding per teacher label."""
+def label_prototypes(task: Task, teacher: object, pairs: list[Pair]) -> np.ndarray:
+    """The teacher's own prototypes when it embeds, else the mean stored embedding per teacher label, else (no
+    stored embeddings: a teacher that gives none, under a relevance rule that computed none) the task encoder's
+    embeddings of the label descriptions, or names."""
+    labels = task.label_names
     if can_embed(teacher):
         return np.asarray(teacher.prototypes, dtype=np.float32)  # type: ignore[attr-defined]
-    dim = next(p.embedding for p in pairs if p.embedding is not None).shape[0]
-    out = np.zeros((len(labels), dim), dtype=np.float32)
-    for p in pairs:
-        if p.embedding is not None and p.label is not None:
-            out[labels.index(p.label)] += p.embedding
+    stored = [p for p in pairs if p.embedding is not None and p.label is not None]
+    if not stored:
+        from .encoder import embed
+
+        return embed(task.encoder, [s.description or s.name.replace("_", " ") for s in task.label_specs], 64)
+    out = np.zeros((len(labels), stored[0].embedding.shape[0]), dtype=np.float32)  # type: ignore[union-attr]
+    for p in stored:
+        out[labels.index(p.label)] += p.embedding  # type: ignore[arg-type]
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
 
 
@@ -100,7 +106,7 @@ def distill(
         raise InputError("no relevant held-out pairs to measure agreement on: add inputs or raise split.heldout")
     objective = objective_of(task, held, train)
     # classify: the head starts from the label prototypes; embed: no head, the output is in the teacher's dimension
-    prototypes = label_prototypes(teacher, train, labels) if task.kind == "classify" else None
+    prototypes = label_prototypes(task, teacher, train) if task.kind == "classify" else None
     teacher_dim = next((p.embedding.shape[0] for p in train if p.embedding is not None), None)
 
     # the same seed on every rank: the same initial student and the same shuffled batches
