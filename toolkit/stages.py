@@ -60,7 +60,7 @@ def collect(ctx: RunContext, *, limit: int | None = None, dry_run: bool = False)
                 compare(
                     "teacher",
                     [p.label for p in held],
-                    [p.label for p in held],  # type: ignore[misc]
+                    [p.label or "" for p in held],  # itself (compare refuses a missing label in the first list)
                     gold=[p.gold for p in held],
                 )
                 if held
@@ -124,7 +124,7 @@ def distill(ctx: RunContext, *, force: bool = False) -> StageResult:
         key = fingerprint(task.settings("student", "training", "teacher", "split"), store.digest(teacher.fingerprint))
         fresh = run.up_to_date("distill", key, run.student / "model.safetensors", run.report("student"))
         if not force and broadcast(fresh):
-            report: AgreementReport = broadcast(AgreementReport.load(run.report("student")) if is_main() else None)
+            report = broadcast(AgreementReport.load(run.report("student")) if is_main() else None)
             report.threshold, report.rule = task.agreement.threshold, task.agreement.rule
             if is_main():
                 report.save(run.report("student"))
