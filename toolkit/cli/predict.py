@@ -134,9 +134,9 @@ def predict(
                         yield {"embedding": vector.tolist()}
                     return
                 saved.append(vectors)
-                for _ in vectors:
-                    yield {"row": row[0]}
-                    row[0] += 1
+                start, row[0] = row[0], row[0] + len(vectors)
+                for i in range(len(vectors)):
+                    yield {"row": start + i}
 
             def flush() -> None:
                 for text, answer in zip(chunk, answers()):
