@@ -1,13 +1,17 @@
-"""The HTTP application: health, readiness, a JSON classify endpoint, KServe v2, Prometheus metrics.
+"""The HTTP application: health, readiness, a JSON classify endpoint, an OpenAI-compatible embeddings endpoint,
+KServe v2, Prometheus metrics.
 
 `build_app(models)` takes a name -> model mapping, where a model is anything with `predict(texts, top_k)`,
-`describe()` and `name` (the runtime's `Model`, or a teacher behind an adapter), and returns a Starlette
-(ASGI) app. Every error is a JSON object `{"error": reason}` (the KServe v2 form) with a 4xx status for a
-bad request; the model never runs on the event loop.
+`describe()` and `name` (the runtime's `Model`, or a teacher behind an adapter) — or, of `kind` "embed", with
+`embed_counted(texts)` and a `dim` — and returns a Starlette (ASGI) app. Every error is a JSON object
+`{"error": reason}` (the KServe v2 form) with a 4xx status for a bad request, except on /v1/embeddings, which
+answers in OpenAI's form (`{"error": {"message", "type", "param", "code"}}`) so OpenAI clients read it; the model
+never runs on the event loop.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hmac
 import json
@@ -21,6 +25,8 @@ from .metrics import Metrics
 
 # probes need no key (an orchestrator's liveness check has none); everything else does when a key is set
 OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+OPENAI_PATHS = frozenset({"/v1/embeddings"})  # errors there in OpenAI's shape
+EMBEDDING_FIELDS = ("input", "model", "encoding_format", "dimensions", "user")  # `user` is accepted and unused
 
 
 @dataclass
@@ -38,10 +44,13 @@ class Batching:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    """`param`: the request field at fault (OpenAI's error names it)."""
+
+    def __init__(self, status: int, reason: str, param: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.param = param
 
 
 def _json(payload: Any, status: int = 200) -> Any:
@@ -51,8 +60,16 @@ def _json(payload: Any, status: int = 200) -> Any:
     return Response(body, status_code=status, media_type="application/json")
 
 
-def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> Any:
-    response = _json({"error": reason}, status)
+def _error(
+    status: int, reason: str, headers: dict[str, str] | None = None, *, path: str = "", param: str | None = None
+) -> Any:
+    """The error response: `{"error": reason}`, or on an OpenAI path OpenAI's error object."""
+    if path in OPENAI_PATHS:
+        kind = "authentication_error" if status == 401 else "server_error" if status >= 500 else "invalid_request_error"
+        code = {401: "invalid_api_key", 404: "model_not_found"}.get(status)
+        response = _json({"error": {"message": reason, "type": kind, "param": param, "code": code}}, status)
+    else:
+        response = _json({"error": reason}, status)
     if headers:
         response.headers.update(headers)
     return response
@@ -67,6 +84,8 @@ class Served:
         info = dict(model.describe())
         self.info = info
         self.target = info.get("target")
+        self.kind = str(info.get("kind") or "classify")
+        self.dim = info.get("dim")
         self.labels = list(getattr(model, "labels", []) or [])
 
         def observe(texts: int, requests: int, seconds: float) -> None:
@@ -75,18 +94,30 @@ class Served:
         self.batcher = Batcher(model, batching.max_batch, batching.max_delay_ms, arrivals, observe)
         metrics.queued.labels(name).set_function(lambda: self.batcher.queued)
 
+    @property
+    def embeds(self) -> bool:
+        return self.kind == "embed"
+
+    def shape(self) -> dict[str, Any]:
+        """What the model answers with (health and readiness say it per model)."""
+        return {"kind": self.kind, "dim": self.dim} if self.embeds else {"kind": self.kind, "labels": len(self.labels)}
+
     def metadata(self) -> dict[str, Any]:
         """KServe v2 model metadata."""
         backend = self.info.get("backend") or "python"
+        if self.embeds:
+            outputs = [{"name": "embedding", "datatype": "FP32", "shape": [-1, self.dim]}]
+        else:
+            outputs = [
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "score", "datatype": "FP32", "shape": [-1]},
+            ]
         return {
             "name": self.name,
             "versions": ["1"],
             "platform": f"tsd-edge_{backend}",
             "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [
-                {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                {"name": "score", "datatype": "FP32", "shape": [-1]},
-            ],
+            "outputs": outputs,
             "parameters": {k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool))},
         }
 
@@ -127,21 +158,25 @@ class _Guard:
 
     def _refusal(self, scope: dict[str, Any]) -> Any:
         headers = dict(scope.get("headers") or [])
-        if self.api_key is not None and scope.get("path") not in OPEN_PATHS:
+        path = str(scope.get("path", ""))
+        if self.api_key is not None and path not in OPEN_PATHS:
             given = headers.get(b"authorization", b"")
             scheme, _, token = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):
                 return _error(
-                    401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+                    401,
+                    "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                    {"WWW-Authenticate": "Bearer"},
+                    path=path,
                 )
         length = headers.get(b"content-length")
         if length is not None:
             try:
                 size = int(length)
             except ValueError:
-                return _error(400, "Content-Length is not a number")
+                return _error(400, "Content-Length is not a number", path=path)
             if size > self.max_body:
-                return _error(413, f"the body has {size} bytes, over the limit of {self.max_body}")
+                return _error(413, f"the body has {size} bytes, over the limit of {self.max_body}", path=path)
         return None
 
 
@@ -167,10 +202,57 @@ def _check_texts(texts: Any, limits: Limits, field: str = "texts") -> list[str]:
         if not isinstance(text, str):
             raise ApiError(422, f"text {i} is a {type(text).__name__}, not a string")
         if not text.strip():
-            raise ApiError(422, f"text {i} is empty: give text to classify")
+            raise ApiError(422, f"text {i} is empty: give text")
         if len(text) > limits.max_chars:
             raise ApiError(422, f"text {i} has {len(text)} characters, over the limit of {limits.max_chars}")
     return texts
+
+
+def _embedding_request(raw: bytes, embed_model: Any, limits: Limits) -> tuple[Served, list[str], str]:
+    """(model, texts, encoding format) from an OpenAI embeddings request body, or ApiError naming the field."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, 'the body must be a JSON object: {"input": "..." or ["...", ...]}')
+    unknown = sorted(set(body) - set(EMBEDDING_FIELDS))
+    if unknown:
+        fields = ", ".join(EMBEDDING_FIELDS)
+        raise ApiError(
+            400, f"unrecognized request argument(s) {', '.join(map(repr, unknown))}: give {fields}", unknown[0]
+        )
+    model: Served = embed_model(body.get("model"))
+    if "input" not in body:
+        raise ApiError(400, "missing field 'input': a string or a list of strings", "input")
+    given = body["input"]
+    texts = [given] if isinstance(given, str) else given
+    if isinstance(texts, list) and texts and all(isinstance(t, (int, list)) for t in texts):
+        raise ApiError(400, "token arrays are not accepted (the package has its own tokenizer): send text", "input")
+    try:
+        _check_texts(texts, limits, "input")
+    except ApiError as exc:
+        raise ApiError(exc.status, exc.reason, "input") from None
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise ApiError(400, f"'encoding_format' must be 'float' or 'base64', not {encoding!r}", "encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (
+        not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions != model.dim
+    ):
+        raise ApiError(
+            400,
+            f"model {model.name!r} gives {model.dim}-dimension embeddings only: omit 'dimensions' or give {model.dim}",
+            "dimensions",
+        )
+    return model, texts, encoding
+
+
+def _encode_vector(vector: Any, encoding: str) -> Any:
+    """A float32 vector as OpenAI sends it: a list of numbers, or base64 of its little-endian float32 bytes."""
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
 
 
 def build_app(
@@ -207,22 +289,45 @@ def build_app(
             raise ApiError(404, f"no model named {name!r}; served: {', '.join(sorted(served))}")
         return served[name]
 
-    async def run(model: Served, texts: list[str], top_k: int) -> list[dict[str, Any]]:
+    def embed_model(name: Any) -> Served:
+        """The model /v1/embeddings answers with: the one named, or the only embed model served."""
+        if name is None:
+            embedders = [m for m in served.values() if m.embeds]
+            if len(embedders) == 1:
+                return embedders[0]
+            if not embedders:
+                raise ApiError(400, "no embed package is served here: /v1/embeddings needs a package of kind embed")
+            names = ", ".join(sorted(m.name for m in embedders))
+            raise ApiError(400, f"several embed models are served; name one with 'model': {names}", "model")
+        try:
+            model = model_named(name)
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.reason, "model") from None
+        if not model.embeds:
+            raise ApiError(400, f"model {model.name!r} is a {model.kind} model: POST /v1/classify", "model")
+        return model
+
+    async def run(model: Served, texts: list[str], top_k: int) -> list[Any]:
         try:
             return await model.batcher.submit(texts, top_k)
         except Closing:
             raise ApiError(503, "the server is shutting down") from None
 
+    def kinds() -> dict[str, Any]:
+        return {name: m.shape() for name, m in sorted(served.items())}
+
     async def health(request: Any) -> Any:
-        return _json({"status": "live"})
+        return _json({"status": "live"})  # a liveness probe: the same for every kind (/ready says what is served)
 
     async def ready(request: Any) -> Any:
         if state["ready"] and all(m.batcher.running for m in served.values()):
-            return _json({"status": "ready", "models": sorted(served)})
+            return _json({"status": "ready", "models": sorted(served), "kinds": kinds()})
         return _error(503, "not ready")
 
     async def list_models(request: Any) -> Any:
-        return _json({"models": [dict(m.info, name=m.name) for m in served.values()]})
+        """tsd-edge's list (`models`: each model's description) and OpenAI's (`object`, `data`) in one body."""
+        openai = [{"id": m.name, "object": "model", "created": 0, "owned_by": "tsd-edge"} for m in served.values()]
+        return _json({"object": "list", "data": openai, "models": [dict(m.info, name=m.name) for m in served.values()]})
 
     async def classify(request: Any) -> Any:
         arrivals.count += 1
@@ -241,6 +346,8 @@ def build_app(
                     422, f"unknown field(s) {', '.join(sorted(map(repr, unknown)))}: give model, texts, top_k"
                 )
             model = model_named(body.get("model"))
+            if model.embeds:
+                raise ApiError(400, f"model {model.name!r} gives embeddings, not labels: POST /v1/embeddings")
             if "texts" not in body:
                 raise ApiError(422, 'missing field \'texts\': {"texts": ["..."]}')
             texts = _check_texts(body["texts"], limits)
@@ -254,6 +361,30 @@ def build_app(
             if counted:
                 arrivals.count -= 1
         return _json({"model": model.name, "target": model.target, "predictions": answers})
+
+    async def embeddings(request: Any) -> Any:
+        """OpenAI's POST /v1/embeddings: the same batcher and metrics as classify; 400 for what OpenAI refuses."""
+        arrivals.count += 1
+        counted = True
+        try:
+            try:
+                raw = await _read_body(request, limits.max_body_bytes)
+                model, texts, encoding = _embedding_request(raw, embed_model, limits)
+            except ApiError as exc:  # OpenAI answers 400 where the classify endpoint says 422
+                raise ApiError(400 if exc.status == 422 else exc.status, exc.reason, exc.param) from None
+            arrivals.count -= 1
+            counted = False
+            answers = await run(model, texts, 1)
+        finally:
+            if counted:
+                arrivals.count -= 1
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(a.vector, encoding)}
+            for i, a in enumerate(answers)
+        ]
+        tokens = sum(int(a.tokens) for a in answers)
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return _json({"object": "list", "data": data, "model": model.name, "usage": usage})
 
     async def v2_server(request: Any) -> Any:
         return _json({"name": "tsd-edge", "version": version, "extensions": ["binary_tensor_data"]})
@@ -280,8 +411,11 @@ def build_app(
         try:
             model = versioned(request)
             raw = await _read_body(request, limits.max_body_bytes)
+            outputs = kserve.EMBED_OUTPUTS if model.embeds else kserve.OUTPUTS
             try:
-                request_id, texts, wanted, binary = kserve.parse_request(raw, request.headers.get(kserve.HEADER_LENGTH))
+                request_id, texts, wanted, binary = kserve.parse_request(
+                    raw, request.headers.get(kserve.HEADER_LENGTH), outputs
+                )
             except kserve.ProtocolError as exc:
                 raise ApiError(exc.status, exc.reason) from None
             _check_texts(texts, limits, "inputs")
@@ -291,7 +425,13 @@ def build_app(
         finally:
             if counted:
                 arrivals.count -= 1
-        body, header_length = kserve.response(model.name, request_id, answers, wanted, binary)
+        if model.embeds:
+            import numpy as np
+
+            vectors = np.stack([a.vector for a in answers])
+            body, header_length = kserve.embedding_response(model.name, request_id, vectors, binary)
+        else:
+            body, header_length = kserve.response(model.name, request_id, answers, wanted, binary)
         if header_length is None:
             return Response(body, media_type="application/json")
         return Response(
@@ -306,14 +446,14 @@ def build_app(
 
     async def on_api_error(request: Any, exc: Exception) -> Any:
         assert isinstance(exc, ApiError)
-        return _error(exc.status, exc.reason)
+        return _error(exc.status, exc.reason, path=request.url.path, param=exc.param)
 
     async def on_http_error(request: Any, exc: Exception) -> Any:
         assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}), path=request.url.path)
 
     async def on_crash(request: Any, exc: Exception) -> Any:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", path=request.url.path)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -334,6 +474,7 @@ def build_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/classify", classify, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v2", v2_server, methods=["GET"]),
         Route("/v2/health/live", health, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
