@@ -82,7 +82,7 @@ class Job:
         with OnnxRuntimeRunner(lowered.path, threads=None) as runner:
             logits = predict_logits(runner, self.ctx.encoder, self.ctx.eval_texts)
         report = self.ctx.report(stage, logits, self.ctx.reference_logits())
-        report.details = {
+        report.details |= {
             "predicted": True,
             "runtime": "onnxruntime on the host",
             "precision": lowered.precision,
@@ -268,7 +268,7 @@ def check(ctx: RunContext, target: str, *, force: bool = False) -> StageResult:
     else:
         logits, where = _logits_here(ctx, profile, artifact)
     report = ctx.report(profile.name, logits, ctx.reference_logits())
-    report.details = {
+    report.details |= {
         "backend": artifact.backend,
         "precision": artifact.precision,
         "artifact_bytes": sum(

@@ -261,7 +261,7 @@ def distill(
         save_student(model, tokenizer, out)
         model.to(device)
         report = objective.report(outputs())
-        report.details = {
+        report.details |= {
             "parameters": parameters,
             "best_epoch": best[1],
             "epochs_run": epochs_run,

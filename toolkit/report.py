@@ -77,6 +77,72 @@ def _deferral_chart(name: str, d: dict) -> str:
     return note + chart.svg()
 
 
+def _embedding_sections(reports: list[AgreementReport], last: AgreementReport | None) -> list[str]:
+    """An embed task's stages side by side (cosine, recall@k both ways, top-1), the distribution of the cosine to
+    the teacher per stage (the share of held-out queries at or under each cosine), and the queries furthest away."""
+    if not reports:
+        return []
+
+    def fig(e: dict, key: str) -> str:
+        value = e.get(key)
+        return "" if value is None else f"{value:.3f}"
+
+    k = reports[0].details["embedding"].get("k")
+    rows = []
+    for r in reports:
+        e = r.details["embedding"]
+        under = "" if e.get("under_floor") is None else f"{100 * e['under_floor']:.1f}% under {e['floor']:g}"
+        keys = ("mean_cosine", "recall_symmetric", "recall_asymmetric", "top1_symmetric", "top1_asymmetric")
+        rows.append([html.escape(r.stage), *(fig(e, key) for key in keys), under])
+    head = ["stage", "mean cosine", f"recall@{k} sym", f"recall@{k} asym", "top-1 sym", "top-1 asym", "cosine"]
+    corpus = reports[0].details["embedding"]["corpus"]
+    out = [
+        "<h2>Embeddings against the teacher, per stage</h2>",
+        f"<p>Symmetric: the student embeds the held-out query and the corpus of {corpus} training inputs; "
+        "asymmetric: the student's query against the teacher-built index.</p>",
+        _table(head, rows),
+    ]
+    with_cosine = [r for r in reports if r.details["embedding"].get("cosine_histogram")]
+    if with_cosine:
+        lo = min(r.details["embedding"]["cosine_quantiles"]["p1"] for r in with_cosine)
+        chart = Chart(
+            Axis(max(-1.0, round(lo - 0.05, 1)), 1.0, "cosine to the teacher's embedding"),
+            Axis(0.0, 1.0, "share of held-out queries at or under"),
+            label="distribution of the cosine to the teacher",
+            height=300,
+            right=170,
+        )
+        colours = [GREEN, BLUE, RED, "#6a1b9a", "#ef6c00", "#00838f", "#5d4037"]
+        for i, r in enumerate(with_cosine):
+            e = r.details["embedding"]
+            edges, counts = e["cosine_histogram"]["edges"], e["cosine_histogram"]["counts"]
+            total, running, points = max(sum(counts), 1), 0, []
+            for edge, count in zip(edges[1:], counts, strict=True):
+                running += count
+                if edge >= chart.x.lo:
+                    points.append((edge, running / total))
+            chart.line(points, colours[i % len(colours)], legend=r.stage)
+        chart.vline(with_cosine[0].details["embedding"]["floor"], RED, text="floor")
+        out.append(chart.svg())
+    if last is not None and last.confusions:
+        out += [
+            f"<h2>Queries furthest from the teacher, {html.escape(last.stage)}</h2>",
+            _table(
+                ["query", "cosine", f"recall@{k} sym", f"recall@{k} asym"],
+                [
+                    [
+                        html.escape(c.get("text") or ""),
+                        fig(c, "cosine"),
+                        fig(c, "recall_symmetric"),
+                        fig(c, "recall_asymmetric"),
+                    ]
+                    for c in last.confusions
+                ],
+            ),
+        ]
+    return out
+
+
 def load_deferrals(folder: Path) -> dict[str, dict]:
     import json
 
@@ -129,6 +195,7 @@ def render(
         )
     # the evidence is shown for the stage that lost the most agreement: that is where a person looks
     last = min((r for r in reports if r.stage != "teacher"), key=lambda r: r.agreement, default=None)
+    metric = next((r.metric for r in reports if r.stage != "teacher"), "label")
     sections = [
         f"<h1>tsd-edge: {html.escape(task_name)}</h1>",
         "<p>Agreement of each stage with the teacher on the held-out inputs (the teacher's row gives its "
@@ -138,11 +205,11 @@ def render(
             [
                 "stage",
                 "n",
-                "agreement",
+                "agreement" if metric == "label" else metric.replace("_", " "),
                 "95% CI",
                 "gold acc.",
-                "same prediction as fp32 student",
-                "max |Δ logit|",
+                "same prediction as fp32 student" if metric == "label" else "same top-1 neighbour as fp32 student",
+                "max |Δ logit|" if metric == "label" else "max |Δ output|",
                 "size",
                 "latency, batch 1 (p50)",
                 "threshold",
@@ -153,7 +220,9 @@ def render(
     ]
     for name, d in (deferrals or {}).items():
         sections += [f"<h2>The hybrid system, {html.escape(name)}</h2>", _deferral_chart(name, d)]
-    if last is not None:
+    if metric != "label":
+        sections += _embedding_sections([r for r in reports if "embedding" in r.details], last)
+    elif last is not None:
         worst = sorted(last.per_label.items(), key=lambda kv: kv[1]["agreement"])[:20]
         sections += [
             f"<h2>Per-label agreement, {html.escape(last.stage)} (worst 20)</h2>",

@@ -184,7 +184,7 @@ def export(ctx: RunContext, *, force: bool = False) -> StageResult:
     np.save(buf, reference)
     write_atomic(run.student_logits, buf.getvalue())
     report = ctx.report("onnx", logits, reference)
-    report.details = {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": size}
+    report.details |= {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": size}
     report.save(run.report("onnx"))
     outputs = [run.onnx.parent, run.student_logits]  # onnx.json: re-judged when skipped
     run.finish("export", key, outputs, onnx_sha256=sha256_file(run.onnx))
