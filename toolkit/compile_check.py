@@ -80,7 +80,7 @@ class Job:
         if lowered is None:
             return None
         with OnnxRuntimeRunner(lowered.path, threads=None) as runner:
-            logits = predict_logits(runner, self.ctx.encoder, self.ctx.heldout_texts)
+            logits = predict_logits(runner, self.ctx.encoder, self.ctx.eval_texts)
         report = self.ctx.report(stage, logits, self.ctx.reference_logits())
         report.details = {
             "predicted": True,
@@ -160,7 +160,7 @@ class OnDevice:
 
         import_asyncssh()  # before any work: without it, say which extra to install
         ctx, profile, out = job.ctx, job.profile, job.out
-        texts, encode = ctx.heldout_texts, ctx.encoder
+        texts, encode = ctx.eval_texts, ctx.encoder
         batches = [(idx, encode([texts[i] for i in idx])) for idx in length_batches(encode.lengths(texts), 16)]
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{profile.name}-device-", dir=out.parent))
@@ -247,7 +247,7 @@ def _artifact_line(artifact: Artifact) -> str:
 
 def heldout_digest(ctx: RunContext) -> str:
     """Identifies the held-out inputs and their tokenization: logits computed on a device belong to it."""
-    return fingerprint(ctx.heldout_texts, sha256_file(ctx.run.student / "tokenizer.json"))
+    return fingerprint(ctx.eval_texts, sha256_file(ctx.run.student / "tokenizer.json"))
 
 
 # -- check -----------------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def _logits_here(ctx: RunContext, profile: Profile, artifact: Artifact) -> tuple
     from .runtime.infer import predict_logits
 
     with open_runner(artifact, profile.threads) as runner:
-        logits = predict_logits(runner, ctx.encoder, ctx.heldout_texts)
+        logits = predict_logits(runner, ctx.encoder, ctx.eval_texts)
         where: dict[str, Any] = {"ran_on": "this host"}
         if getattr(runner, "providers", None):
             where["providers"] = runner.providers

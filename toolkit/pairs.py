@@ -209,7 +209,7 @@ def _chunks(items: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
 
 
 def _schema(pa: Any, embeddings: bool) -> Any:
-    kinds = {c.name: c.arrow or "" for c in PAIR_COLUMNS}
+    kinds = {c.name: c.arrow for c in PAIR_COLUMNS if c.arrow is not None}
     types = {"string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "bool": pa.bool_()}
     types["floats"] = pa.list_(pa.float32())
     return pa.schema([(name, types[kinds[name]]) for name in ([*COLUMNS, "embedding"] if embeddings else COLUMNS)])

@@ -232,6 +232,8 @@ class LossWeights(_Strict):
     hard: float = Field(default=1.0, ge=0)
     soft: float = Field(default=1.0, ge=0)
     embedding: float = Field(default=1.0, ge=0)
+    # embed: KL between the student's and the teacher's in-batch neighbour distributions (toolkit/objectives.py)
+    neighbours: float = Field(default=1.0, ge=0)
 
 
 class FleetSpec(_Strict):

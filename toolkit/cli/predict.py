@@ -91,7 +91,7 @@ def predict(
                 out.flush()
                 chunk.clear()
 
-            for text in texts if texts else read_inputs(sys.stdin):  # type: ignore[arg-type]
+            for text in texts if texts else read_inputs(sys.stdin):
                 chunk.append(text)
                 if len(chunk) >= batch_size:
                     flush()
