@@ -65,12 +65,14 @@ class StoreSummary:
     by_relevance: dict[str, int]
     by_label: dict[str, int]
     by_source: dict[str, tuple[int, int]]  # source -> (ok answers, relevant)
+    # by_label is empty for an embed teacher (no labels: its answer is an embedding of this length)
     tokens_in: int
     tokens_out: int
     latency_ms_median: float | None
     retried: int
     rejected: list[tuple[str, str, str | None]] = field(default_factory=list)  # (input, reason, raw)
     relevance_rule: dict[str, Any] | None = None  # the rule collection last marked pairs with
+    embedding_dim: int | None = None
 
 
 def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSummary:
@@ -79,6 +81,7 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
     rejected = store.rejected(fingerprint, sample)
     spec = store.spec(fingerprint)
     by_status = store.count_by(fingerprint, "status")
+    embeds = not store.labels(fingerprint)
     return StoreSummary(
         teacher=fingerprint,
         spec=spec,
@@ -86,7 +89,7 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
         by_status=by_status,
         by_split=store.count_by(fingerprint, "split"),
         by_relevance=store.count_by(fingerprint, "relevant", ok_only=True),
-        by_label=store.count_by(fingerprint, "label", ok_only=True),
+        by_label={} if embeds else store.count_by(fingerprint, "label", ok_only=True),
         by_source=sources,
         tokens_in=int(tin),
         tokens_out=int(tout),
@@ -94,6 +97,7 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
         retried=int(retried),
         rejected=[(r[0], r[1] or "", r[2]) for r in rejected],
         relevance_rule=store.get_meta(f"relevance/{fingerprint}"),
+        embedding_dim=store.embedding_dim(fingerprint) if embeds else None,
     )
 
 

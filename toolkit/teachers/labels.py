@@ -61,11 +61,11 @@ class LabelParser:
             text = text.strip()
         if not text.strip():
             return Parsed(None, "empty answer")
-        key = normalise(text)
-        if self.allow_none and key in (NONE, "none of these", "none of the above"):
+        name = normalise(text)
+        if self.allow_none and name in (NONE, "none of these", "none of the above"):
             return Parsed(None, None, (offset, offset + len(text)))
-        if key in self.lookup:
-            return Parsed(self.lookup[key], None, (offset, offset + len(text)))
+        if name in self.lookup:
+            return Parsed(self.lookup[name], None, (offset, offset + len(text)))
         return Parsed(None, f"answer {text[:80]!r} is not one of the task's labels")
 
 

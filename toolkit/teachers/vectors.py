@@ -38,11 +38,14 @@ class VectorCheck:
         if isinstance(value, str | bytes):
             return None, "the vector is a string, not numbers (base64? ask for encoding_format float)"
         try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
+            arr = np.asarray(value)
+        except (TypeError, ValueError):  # ragged nesting
+            return None, "the vector is not a flat list of numbers"
+        if arr.dtype.kind not in "fiu":  # strings ("1.5" is not a number here), None, bools, objects
             return None, "the vector is not a list of numbers"
         if arr.ndim != 1 or arr.size == 0:
             return None, f"the vector is not a flat list of numbers (shape {list(arr.shape)})"
+        arr = arr.astype(np.float64)
         if not np.isfinite(arr).all():
             return None, "the vector has non-finite values (NaN or inf)"
         if self.dim is not None and arr.size != self.dim:
