@@ -167,7 +167,7 @@ class HFTeacher:
         """Indices of `texts`, most tokens first (characters when the pipeline has no fast tokenizer)."""
         tokenizer = self.tokenizer
         if getattr(tokenizer, "is_fast", False):  # a few ms per thousand texts
-            ids = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]  # type: ignore[misc]
+            ids = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]
             lengths = [len(x) for x in ids]
         else:
             lengths = [len(t) for t in texts]
