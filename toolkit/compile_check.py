@@ -292,8 +292,8 @@ def _logits_here(ctx: RunContext, profile: Profile, artifact: Artifact) -> tuple
     with open_runner(artifact, profile.threads) as runner:
         logits = predict_logits(runner, ctx.encoder, ctx.eval_texts)
         where: dict[str, Any] = {"ran_on": "this host"}
-        if getattr(runner, "providers", None):
-            where["providers"] = runner.providers
+        if providers := getattr(runner, "providers", None):
+            where["providers"] = providers
     return logits, where
 
 

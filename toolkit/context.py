@@ -70,7 +70,7 @@ class RunContext:
             with PairStore(self.run.pairs) as store:
                 return list(store.pairs(self.teacher_fingerprint, split="heldout", relevant=True))
 
-        return self._once("heldout", read)  # type: ignore[no-any-return]
+        return self._once("heldout", read)
 
     @property
     def heldout_texts(self) -> list[str]:
@@ -91,7 +91,7 @@ class RunContext:
             labels = self.labels if self.task.kind == "classify" else []
             return objective_of(self.task, self.heldout, train, labels)
 
-        return self._once("objective", make)  # type: ignore[no-any-return]
+        return self._once("objective", make)
 
     @property
     def eval_texts(self) -> list[str]:
@@ -104,13 +104,13 @@ class RunContext:
         from .runtime.tokenizer import TextEncoder
 
         make = lambda: TextEncoder(self.run.student / "tokenizer.json", self.task.student.max_length)  # noqa: E731
-        return self._once("encoder", make)  # type: ignore[no-any-return]
+        return self._once("encoder", make)
 
     @property
     def labels(self) -> list[str]:
         """The student's label names, in the order of its logits."""
         read = lambda: json.loads((self.run.student / "labels.json").read_text(encoding="utf-8"))  # noqa: E731
-        return self._once("labels", read)  # type: ignore[no-any-return]
+        return self._once("labels", read)
 
     def reference_logits(self) -> np.ndarray:
         """The fp32 student's outputs on `eval_texts`, written by export (RunDir.student_logits)."""

@@ -51,7 +51,7 @@ def label_prototypes(task: Task, teacher: object, pairs: list[Pair]) -> np.ndarr
     embeddings of the label descriptions, or names."""
     labels = task.label_names
     if can_embed(teacher):
-        return np.asarray(teacher.prototypes, dtype=np.float32)  # type: ignore[attr-defined]
+        return np.asarray(teacher.prototypes, dtype=np.float32)
     stored = [p for p in pairs if p.embedding is not None and p.label is not None]
     if not stored:
         from .encoder import embed
@@ -129,7 +129,7 @@ def distill(
             texts=vocabulary_texts(task, store, fingerprint),
             max_length=spec.max_length,
             width=spec.hidden,
-            fit=([p.input for p in fit], np.stack([p.embedding for p in fit])) if fit else None,
+            fit=([p.input for p in fit], np.stack([p.embedding for p in fit])) if fit else None,  # type: ignore[misc]  # fit: pairs with an embedding
             teacher_dim=teacher_dim,
         )
     else:
@@ -256,8 +256,8 @@ def distill(
     seconds = time.perf_counter() - start
     result: DistillResult | None = None
     if main:
-        model.load_state_dict(best[2])  # type: ignore[arg-type]
-        model.to("cpu")
+        model.load_state_dict(best[2])
+        model.to("cpu")  # type: ignore[arg-type]  # transformers types its decorated .to() as if unbound
         save_student(model, tokenizer, out)
         model.to(device)
         report = objective.report(outputs())
@@ -275,7 +275,7 @@ def distill(
         result = DistillResult(report, parameters, epochs_run, best[1], seconds, history)
     if not main:
         shutil.rmtree(encode_file.parent, ignore_errors=True)
-    return dist.broadcast(result)  # type: ignore[return-value]
+    return dist.broadcast(result)
 
 
 def _build_transformer(

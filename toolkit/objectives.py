@@ -84,7 +84,7 @@ class Classify:
         return [self.labels[i] for i in outputs.argmax(1)]
 
     def score(self, outputs: np.ndarray) -> float:
-        return compare("student", [p.label for p in self.held], self._predicted(outputs)).agreement  # type: ignore[misc]
+        return compare("student", [p.label for p in self.held], self._predicted(outputs)).agreement
 
     def report(
         self, outputs: np.ndarray, stage: str = "student", reference: np.ndarray | None = None
@@ -92,7 +92,7 @@ class Classify:
         spec = self.task.agreement
         return compare(
             stage,
-            [p.label for p in self.held],  # type: ignore[misc]
+            [p.label for p in self.held],
             self._predicted(outputs),
             threshold=spec.threshold,
             rule=spec.rule,

@@ -58,7 +58,7 @@ class StaticStudent(PreTrainedModel):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.project = nn.Linear(config.hidden_size, config.teacher_dim)
-        self.head = nn.Linear(config.teacher_dim, config.num_labels) if is_classifier(config) else None
+        self.head = nn.Linear(config.teacher_dim, config.num_labels) if is_classifier(config) else None  # type: ignore[arg-type]  # set for a classifier
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -136,7 +136,9 @@ def build_static(
     return model, tokenizer
 
 
-def _fit_projection(model: StaticStudent, tokenizer: dict, max_length: int, texts: list[str], target: np.ndarray):
+def _fit_projection(
+    model: StaticStudent, tokenizer: dict, max_length: int, texts: list[str], target: np.ndarray
+) -> None:
     """Least squares from the pooled token vectors to the teacher's sentence embeddings (with a bias)."""
     import tempfile
 

@@ -49,7 +49,7 @@ class Student(PreTrainedModel):
         self.bert = BertModel(config, add_pooling_layer=False)
         dim = config.teacher_dim
         self.project = nn.Identity() if dim == config.hidden_size else nn.Linear(config.hidden_size, dim)
-        self.head = nn.Linear(dim, config.num_labels) if is_classifier(config) else None
+        self.head = nn.Linear(dim, config.num_labels) if is_classifier(config) else None  # type: ignore[arg-type]  # set for a classifier
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -251,11 +251,11 @@ def _project_teacher_embeddings(model: Student, teacher_dir: Path, kept: list[in
         )
 
 
-def save_student(model: Student, tokenizer: dict, out: Path) -> None:
+def save_student(model: PreTrainedModel, tokenizer: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if is_classifier(model.config) else []
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if is_classifier(model.config) else []  # type: ignore[index, arg-type]  # set for a classifier
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
 
 
@@ -275,7 +275,7 @@ def load_student(path: Path) -> Student:
 class StudentRunner:
     """The PyTorch student behind the same `run(batch) -> logits` interface as a compiled artifact."""
 
-    def __init__(self, model: Student, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: PreTrainedModel, device: torch.device | str = "cpu") -> None:
         self.model, self.device = model, torch.device(device)
 
     @classmethod

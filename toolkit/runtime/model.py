@@ -60,7 +60,7 @@ class Prediction:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def check_texts(texts: Any) -> list[str]:
@@ -155,7 +155,7 @@ class Model:
         if self.deferral is not None and len(probs):
             tau = self.deferral["threshold"]
             conf = [float(c) for c in from_probabilities(probs, self.deferral["measure"])]
-            sure = [tau is not None and c >= tau for c in conf]  # type: ignore[operator]
+            sure = [tau is not None and c >= tau for c in conf]
         out = []
         for row, idx, c, ok in zip(probs, order, conf, sure):
             top = [(self.labels[int(i)], float(row[int(i)])) for i in idx]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class Embeds(Protocol):
     temperature: float
 
 
-def can_embed(teacher: Any) -> bool:
+def can_embed(teacher: Any) -> TypeGuard[Embeds]:
     return isinstance(teacher, Embeds)
 
 
