@@ -330,10 +330,11 @@ def _device_logits(ctx: RunContext, profile: Profile, artifact: Artifact) -> np.
 
 def _check_line(report: AgreementReport, ctx: RunContext) -> str:
     fid = report.fidelity or {}
+    same, delta = ("top-1 neighbour", "output") if report.metric != "label" else ("prediction", "logit")
     return (
         f"{agreement_line(report)}; threshold {ctx.task.agreement.threshold}; "
-        f"matches the fp32 student on {fid.get('prediction_match', float('nan')):.4f}, "
-        f"max |Δ logit| {fid.get('max_abs_dlogit', float('nan')):.3f}"
+        f"same {same} as the fp32 student on {fid.get('prediction_match', float('nan')):.4f}, "
+        f"max |Δ {delta}| {fid.get('max_abs_dlogit', float('nan')):.3f}"
     )
 
 
