@@ -18,7 +18,7 @@ def embed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Ran
     from slices import write_embed_slice
 
     folder = tmp_path_factory.mktemp("bank-search")
-    task = write_embed_slice(folder)
+    task = write_embed_slice(folder, extra="targets: [cpu-x86, openvino-cpu]\n")
     workdir = folder / "run"
     return task, workdir, tsd("run", task, "--workdir", workdir)
 
@@ -77,14 +77,35 @@ def test_gate_fails_a_package_whose_embeddings_were_perturbed(
     assert good.code == 1 and "✗ regression" in good.out, good.out
 
 
+def test_openvino_compiles_and_checks_the_encoder(embed_run: tuple[Path, Path, Ran]) -> None:
+    _, run, ran = embed_run
+    assert ran.code == 0, ran.err[-2000:]
+    report = json.loads((run / "reports" / "openvino-cpu.json").read_text())
+    assert report["metric"] == "recall_asymmetric" and report["details"]["backend"] == "openvino"
+    assert report["fidelity"]["mean_cosine_to_reference"] > 0.999  # fp32 OpenVINO: the fp32 student's vectors
+    assert (run / "dist" / "bank-search-openvino-cpu.tsdpkg").is_file()
+
+
+def test_a_jetson_target_lowers_the_encoder_and_predicts_its_agreement_on_the_host(
+    embed_run: tuple[Path, Path, Ran],
+) -> None:
+    """TensorRT cannot be installed here: the host lowers the ONNX for the engine (FP16) and predicts its recall in
+    ONNX Runtime, then says where to build it (exit 2), as for classify."""
+    task, run, ran = embed_run
+    assert ran.code == 0, ran.err[-2000:]
+    compiled = tsd("compile", task, "--workdir", run, "--target", "jetson-orin-nano")
+    assert compiled.code == 2 and "build on the device" in compiled.err, compiled.out + compiled.err
+    predicted = json.loads((run / "reports" / "jetson-orin-nano-predicted.json").read_text())
+    assert predicted["metric"] == "recall_asymmetric" and predicted["details"]["predicted"]
+    assert predicted["fidelity"]["mean_cosine_to_reference"] > 0.99
+
+
 def test_predict_embeds_with_the_package(embed_run: tuple[Path, Path, Ran]) -> None:
     _, run, ran = embed_run
     assert ran.code == 0, ran.err[-2000:]
     import tsd_edge
 
     with tsd_edge.load(run / "dist" / "bank-search-cpu-x86.tsdpkg") as model:
-        if not hasattr(model, "embed"):
-            pytest.skip("the runtime's embed() is not merged yet")
         vectors = model.embed(["my card has not arrived yet", "where is my new card"])
     assert vectors.shape == (2, 384)
     assert float(vectors[0] @ vectors[1]) > 0.5
