@@ -16,8 +16,8 @@ embeddings that relevance needs (copied into each fresh store). The held-out set
 every run and is counted apart: the calls on the curve are training inputs asked.
 
 Writes results/active_learning-<host-kind>.json (machine, versions, settings, every round) and a
-chart of agreement vs teacher calls, averaged over seeds: results/active_learning-<host-kind>.svg,
-and .png where matplotlib is installed.
+chart of agreement vs teacher calls, averaged over seeds: results/active_learning-<host-kind>.svg
+(toolkit/charts.py, the toolkit's one chart writer).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tsd_edge.charts import BLUE, GREEN, GREY, ORANGE, PURPLE, Axis, Chart
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -150,101 +151,35 @@ def mean_curve(by_seed: dict[str, list[dict[str, Any]]]) -> list[tuple[int, floa
     return [(c, float(np.mean(v)), len(v)) for c, v in sorted(points.items())]
 
 
-COLOURS = {"mix": "#2e7d32", "diverse": "#6a1b9a", "margin": "#ef6c00", "random": "#1565c0"}
+COLOURS = {"mix": GREEN, "diverse": PURPLE, "margin": ORANGE, "random": BLUE}
 
 
 def svg(result: dict[str, Any]) -> str:
     """Agreement vs training calls per strategy (mean over seeds), with the levels as dashed lines."""
-    width, height, left, bottom, top, right = 720, 420, 60, 50, 20, 150
     curves = {s: mean_curve(by_seed) for s, by_seed in result["runs"].items()}
     xs = [c for pts in curves.values() for c, _, _ in pts] or [1]
     ys = [a for pts in curves.values() for _, a, _ in pts] or [0.5]
-    x_max = max(xs) * 1.05
     y_lo, y_hi = min(min(ys), min(LEVELS)) - 0.02, min(1.0, max(max(ys), max(LEVELS)) + 0.02)
-
-    def px(c: float) -> float:
-        return left + (width - left - right) * c / x_max
-
-    def py(a: float) -> float:
-        return top + (height - top - bottom) * (y_hi - a) / (y_hi - y_lo)
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="#fff"/>',
-        f'<line x1="{left}" y1="{py(y_lo)}" x2="{width - right}" y2="{py(y_lo)}" stroke="#000"/>',
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{py(y_lo)}" stroke="#000"/>',
-    ]
-    for i in range(6):
-        c = x_max * i / 5
-        out.append(f'<text x="{px(c):.1f}" y="{height - bottom + 16}" text-anchor="middle">{c:.0f}</text>')
-        a = y_lo + (y_hi - y_lo) * i / 5
-        out.append(f'<text x="{left - 6}" y="{py(a) + 4:.1f}" text-anchor="end">{a:.2f}</text>')
-    out.append(
-        f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">'
-        "teacher calls (training inputs asked; the held-out set is counted apart)</text>"
-    )
-    out.append(
-        f'<text transform="translate(16 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
-        "held-out agreement with the teacher</text>"
+    chart = Chart(
+        Axis(0, max(xs) * 1.05, "teacher calls (training inputs asked; the held-out set is counted apart)"),
+        Axis(y_lo, y_hi, "held-out agreement with the teacher"),
+        label="agreement vs teacher calls",
+        width=720,
+        height=420,
+        right=150,
     )
     for level in LEVELS:
-        out.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{py(level):.1f}" y2="{py(level):.1f}" '
-            'stroke="#999" stroke-dasharray="5 4"/>'
-        )
-    for i, (strategy, pts) in enumerate(curves.items()):
-        colour = COLOURS.get(strategy, "#444")
-        path = " ".join(f"{px(c):.1f},{py(a):.1f}" for c, a, _ in pts)
-        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for c, a, _ in pts:
-            out.append(f'<circle cx="{px(c):.1f}" cy="{py(a):.1f}" r="2.5" fill="{colour}"/>')
-        y = top + 20 * i + 10
-        out.append(
-            f'<line x1="{width - right + 15}" x2="{width - right + 40}" y1="{y}" y2="{y}" stroke="{colour}" '
-            'stroke-width="2"/>'
-        )
-        seeds = len(result["runs"][strategy])
-        out.append(f'<text x="{width - right + 45}" y="{y + 4}">{strategy} ({seeds} seeds)</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def png(result: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for strategy, by_seed in result["runs"].items():
-        pts = mean_curve(by_seed)
-        label = f"{strategy} ({len(by_seed)} seeds)" + (" — auto's default" if strategy == "diverse" else "")
-        ax.plot(
-            [c for c, _, _ in pts], [a for _, a, _ in pts], marker="o", ms=3, color=COLOURS.get(strategy), label=label
-        )
-    for level in LEVELS:
-        ax.axhline(level, color="#999", ls="--", lw=1)
-    s = result["settings"]
-    ax.set_xlabel(f"teacher calls (training inputs; + {s['heldout_calls']} held-out calls for every run)")
-    ax.set_ylabel("held-out agreement with the teacher")
-    ax.set_title("Banking77: agreement vs teacher calls, tsd-edge auto vs random sampling")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True
+        chart.hline(level, GREY, dash="5 4")
+    for strategy, pts in curves.items():
+        legend = f"{strategy} ({len(result['runs'][strategy])} seeds)"
+        chart.line([(c, a) for c, a, _ in pts], COLOURS.get(strategy, "#444"), dots=2.5, legend=legend)
+    return chart.svg()
 
 
 def write_charts(result: dict[str, Any], json_path: Path) -> list[Path]:
-    out = [json_path.with_suffix(".svg")]
-    out[0].write_text(svg(result), encoding="utf-8")
-    if png(result, json_path.with_suffix(".png")):
-        out.append(json_path.with_suffix(".png"))
-    return out
+    out = json_path.with_suffix(".svg")
+    out.write_text(svg(result), encoding="utf-8")
+    return [out]
 
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:

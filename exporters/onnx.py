@@ -57,7 +57,10 @@ def export_onnx(
         model.set_attn_implementation("eager")  # the static student (toolkit/static.py) has no attention
     model.eval()
 
-    class LogitsOnly(torch.nn.Module):
+    # a classifier's output is its logits; an embed student's (kind: embed) is its unit sentence embedding
+    output = "logits" if getattr(model.config, "kind", "classify") == "classify" else "embedding"
+
+    class OutputOnly(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.student = model
@@ -65,7 +68,7 @@ def export_onnx(
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.student(input_ids, attention_mask)[0]
 
-    wrapper = LogitsOnly().eval()  # export restores the wrapper's mode afterwards: it must be eval too
+    wrapper = OutputOnly().eval()  # export restores the wrapper's mode afterwards: it must be eval too
     example = {k: torch.from_numpy(v) for k, v in samples[0].items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -79,18 +82,22 @@ def export_onnx(
             dynamo=False,
             opset_version=OPSET,
             input_names=list(INPUTS),
-            output_names=["logits"],
+            output_names=[output],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "sequence"},
                 "attention_mask": {0: "batch", 1: "sequence"},
-                "logits": {0: "batch"},
+                output: {0: "batch"},
             },
         )
     onnx.checker.check_model(str(out), full_check=True)
-    return validate(model, out, samples, atol)
+    return validate(model, out, samples, atol, embeds=output == "embedding")
 
 
-def validate(model: object, onnx_path: Path, samples: list[dict[str, np.ndarray]], atol: float) -> ExportValidation:
+def validate(
+    model: object, onnx_path: Path, samples: list[dict[str, np.ndarray]], atol: float, *, embeds: bool = False
+) -> ExportValidation:
+    """ONNX Runtime against PyTorch on `samples`: the largest difference, and the share of rows that answer the
+    same (a classifier's top label; an embedding's direction, to within a cosine of 1e-6)."""
     import onnxruntime as ort
     import torch
 
@@ -99,9 +106,12 @@ def validate(model: object, onnx_path: Path, samples: list[dict[str, np.ndarray]
     with torch.no_grad():
         for batch in samples:
             expected = model(*(torch.from_numpy(batch[k]) for k in INPUTS))[0].numpy()  # type: ignore[operator]
-            got = session.run(["logits"], {k: batch[k] for k in INPUTS})[0]
+            got = session.run(None, {k: batch[k] for k in INPUTS})[0]
             worst = max(worst, float(np.abs(expected - got).max()))
-            matches += int((expected.argmax(1) == got.argmax(1)).sum())
+            if embeds:
+                matches += int(((expected * got).sum(1) >= 1 - 1e-6).sum())
+            else:
+                matches += int((expected.argmax(1) == got.argmax(1)).sum())
             total += len(got)
     result = ExportValidation(len(samples), worst, matches / max(total, 1), atol)
     if not result:

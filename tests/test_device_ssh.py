@@ -431,7 +431,7 @@ def test_the_device_side_typechecks_against_tensorrt_stubs() -> None:
     """The device entry and what it runs there — the runtime's TensorRT runner and the one engine builder —
     checked with mypy against tensorrt-stubs (TensorRT 8.2's APIs go through `Any`: the stubs are 10.13's).
     tests/test_tensorrt.py runs the same tool over every TensorRT module, exporters/tensorrt included."""
-    tool = ROOT / "tools" / "typecheck_tensorrt.py"
+    tool = ROOT / "tools" / "typecheck.py"
     modules = [
         "tsd_edge.runtime.device",
         "tsd_edge.runtime.backends.tensorrt",

@@ -188,6 +188,7 @@ RUNTIME_SIDE = [
     "toolkit/device",
     "toolkit/gate.py",
     "toolkit/agreement.py",
+    "toolkit/embedding_agreement.py",
     "toolkit/verdict.py",
     "toolkit/errors.py",
     "toolkit/digest.py",

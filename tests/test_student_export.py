@@ -34,7 +34,11 @@ def _protos(dim: int = 384, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide student from a config, with the task-pruned teacher tokenizer."""
+    """A 2-layer, 32-wide student from a config, with the task-pruned teacher tokenizer (seeded: the same model in
+    every run, so the backends' tests compare like with like)."""
+    import torch
+
+    torch.manual_seed(0)
     model, tok = build_student(
         init="config",
         teacher_dir=encoder_dir("all-MiniLM-L6-v2"),

@@ -291,3 +291,34 @@ def test_labels_json_that_is_not_a_list_is_refused(tmp_path: Path, content: str)
 def test_labels_json_with_bad_description_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "labels.json").write_text('[{"name": "a", "description": 3}, "b"]', encoding="utf-8")
     load_error(write_task(tmp_path, "name: demo\nlabels: labels.json\ninputs:\n  - path: in.txt\n"))
+
+
+# -- kind: embed ------------------------------------------------------------------------------------
+
+
+def test_an_embed_task_needs_no_labels_and_gates_neighbour_recall_by_default(tmp_path: Path) -> None:
+    task = load_task(write_task(tmp_path, "name: search\nkind: embed\ninputs: [{path: in.txt}]\n"))
+    assert task.kind == "embed" and task.label_names == []
+    assert task.metric == "recall_asymmetric" and task.agreement.k == 10
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ("labels: [a, b]\n", "an embed task has no labels"),
+        ("deploy: {answered_agreement: 0.9}\n", "needs kind: classify"),
+        ("agreement: {metric: label}\n", "agreement.metric for kind embed"),
+        ("teacher: {kind: hf, model: m, pipeline: text-classification}\n", "does not answer kind: embed tasks"),
+    ],
+)
+def test_what_an_embed_task_cannot_have_is_named(tmp_path: Path, extra: str, says: str) -> None:
+    path = write_task(tmp_path, "name: search\nkind: embed\ninputs: [{path: in.txt}]\n" + extra)
+    assert says in load_error(path)
+
+
+def test_a_classify_task_still_needs_labels_and_an_hf_teacher_defaults_by_kind(tmp_path: Path) -> None:
+    assert "needs `labels:`" in load_error(write_task(tmp_path, "name: t\ninputs: [{path: in.txt}]\n"))
+    task = load_task(
+        write_task(tmp_path, "name: t\nkind: embed\ninputs: [{path: in.txt}]\nteacher: {kind: hf, model: m}\n")
+    )
+    assert task.teacher.pipeline == "feature-extraction"  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class AgreementReport:
     fidelity: dict[str, Any] | None = None
     gold_accuracy: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # what `agreement` measures: "label" (classify), or an embed task's metric (toolkit/embedding_agreement.py)
+    metric: str = "label"
     schema: str = SCHEMA
 
     @property
@@ -94,7 +96,7 @@ def inputs_needed(agreement: float, threshold: float, limit: int = 1_000_000) ->
 
 def compare(
     stage: str,
-    teacher: list[str],
+    teacher: Sequence[str | None],
     predicted: list[str],
     *,
     threshold: float | None = None,
@@ -106,20 +108,24 @@ def compare(
     reference: str = "student",
     top_confusions: int = 10,
 ) -> AgreementReport:
-    """Agreement of `predicted` with the teacher's labels on the same inputs, with the evidence."""
+    """Agreement of `predicted` with the teacher's labels on the same inputs, with the evidence. Every input
+    must have the teacher's label (a pair's label is None only where the teacher did not answer)."""
     if len(teacher) != len(predicted):
         raise ValueError("teacher and predicted label lists differ in length")
-    n = len(teacher)
-    hits = [t == p for t, p in zip(teacher, predicted)]
+    told = [t for t in teacher if t is not None]
+    if len(told) != len(teacher):
+        raise ValueError(f"{len(teacher) - len(told)} input(s) without the teacher's label cannot be scored")
+    n = len(told)
+    hits = [t == p for t, p in zip(told, predicted)]
     k = sum(hits)
     per_label: dict[str, dict[str, float]] = {}
-    for label in sorted(set(teacher)):
-        idx = [i for i, t in enumerate(teacher) if t == label]
+    for label in sorted(set(told)):
+        idx = [i for i, t in enumerate(told) if t == label]
         per_label[label] = {"n": len(idx), "agreement": sum(hits[i] for i in idx) / len(idx)}
-    pairs = Counter((t, p) for t, p in zip(teacher, predicted) if t != p)
+    pairs = Counter((t, p) for t, p in zip(told, predicted) if t != p)
     confusions = []
     for (t, p), count in pairs.most_common(top_confusions):
-        example = next((texts[i] for i in range(n) if teacher[i] == t and predicted[i] == p), None) if texts else None
+        example = next((texts[i] for i in range(n) if told[i] == t and predicted[i] == p), None) if texts else None
         confusions.append({"teacher": t, "predicted": p, "count": count, "example": example})
     fidelity = None
     if logits is not None and reference_logits is not None:

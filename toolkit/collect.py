@@ -24,6 +24,7 @@ from .relevance import Relevance, Rule
 from .store import Pair, PairStore
 from .task import Task
 from .teachers import Response, Teacher, load_teacher
+from .teachers.vectors import VectorCheck
 
 SMOKE_N = 16
 FLUSH_SECONDS = 0.25
@@ -68,6 +69,9 @@ def collect(
         wanted = set(only)
         inputs = [item for item in inputs if item.key in wanted]
     store.register_teacher(teacher.fingerprint, task.label_names, teacher.spec)
+    check = getattr(teacher, "vectors", None)  # an embed teacher's VectorCheck: one dimension across runs too
+    if task.kind == "embed" and isinstance(check, VectorCheck) and check.dim is None:
+        check.dim = store.embedding_dim(teacher.fingerprint)
     done = store.answered(teacher.fingerprint)
     missing = [item for item in inputs if item.key not in done]
     todo = missing if limit is None else missing[:limit]
@@ -189,7 +193,8 @@ def _smoke_check(store: PairStore, fingerprint: str, result: CollectResult, befo
 def pair_of(item: TaskInput, r: Response, task: Task) -> Pair:
     """The stored pair for a teacher's answer to an input (collect's, and the hybrid's at run time)."""
     # marked for real by Relevance.refresh once the batch is scored; until then only "none of these" is out
-    relevant = r.label is not None
+    # (an embed answer has no label: its embedding is the answer)
+    relevant = r.status == "ok" and (r.label is not None or (task.kind == "embed" and r.embedding is not None))
     return Pair(
         input_hash=item.key,
         input=item.text,

@@ -81,9 +81,9 @@ class Job:
         if lowered is None:
             return None
         with OnnxRuntimeRunner(lowered.path, threads=None) as runner:
-            logits = predict_logits(runner, self.ctx.encoder, self.ctx.heldout_texts)
+            logits = predict_logits(runner, self.ctx.encoder, self.ctx.eval_texts)
         report = self.ctx.report(stage, logits, self.ctx.reference_logits())
-        report.details = {
+        report.details |= {
             "predicted": True,
             "runtime": "onnxruntime on the host",
             "precision": lowered.precision,
@@ -161,7 +161,7 @@ class OnDevice:
 
         import_asyncssh()  # before any work: without it, say which extra to install
         ctx, profile, out = job.ctx, job.profile, job.out
-        texts, encode = ctx.heldout_texts, ctx.encoder
+        texts, encode = ctx.eval_texts, ctx.encoder
         batches = [(idx, encode([texts[i] for i in idx])) for idx in length_batches(encode.lengths(texts), 16)]
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{profile.name}-device-", dir=out.parent))
@@ -248,7 +248,7 @@ def _artifact_line(artifact: Artifact) -> str:
 
 def heldout_digest(ctx: RunContext) -> str:
     """Identifies the held-out inputs and their tokenization: logits computed on a device belong to it."""
-    return fingerprint(ctx.heldout_texts, sha256_file(ctx.run.student / "tokenizer.json"))
+    return fingerprint(ctx.eval_texts, sha256_file(ctx.run.student / "tokenizer.json"))
 
 
 # -- check -----------------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ def check(ctx: RunContext, target: str, *, force: bool = False) -> StageResult:
     else:
         logits, where = _logits_here(ctx, profile, artifact)
     report = ctx.report(profile.name, logits, ctx.reference_logits())
-    report.details = {
+    report.details |= {
         "backend": artifact.backend,
         "precision": artifact.precision,
         "artifact_bytes": sum(
@@ -294,10 +294,10 @@ def _logits_here(ctx: RunContext, profile: Profile, artifact: Artifact) -> tuple
     from .runtime.infer import predict_logits
 
     with open_runner(artifact, profile.threads) as runner:
-        logits = predict_logits(runner, ctx.encoder, ctx.heldout_texts)
+        logits = predict_logits(runner, ctx.encoder, ctx.eval_texts)
         where: dict[str, Any] = {"ran_on": "this host"}
-        if getattr(runner, "providers", None):
-            where["providers"] = runner.providers
+        if providers := getattr(runner, "providers", None):
+            where["providers"] = providers
     return logits, where
 
 
@@ -334,10 +334,11 @@ def _device_logits(ctx: RunContext, profile: Profile, artifact: Artifact) -> np.
 
 def _check_line(report: AgreementReport, ctx: RunContext) -> str:
     fid = report.fidelity or {}
+    same, delta = ("top-1 neighbour", "output") if report.metric != "label" else ("prediction", "logit")
     return (
         f"{agreement_line(report)}; threshold {ctx.task.agreement.threshold}; "
-        f"matches the fp32 student on {fid.get('prediction_match', float('nan')):.4f}, "
-        f"max |Δ logit| {fid.get('max_abs_dlogit', float('nan')):.3f}"
+        f"same {same} as the fp32 student on {fid.get('prediction_match', float('nan')):.4f}, "
+        f"max |Δ {delta}| {fid.get('max_abs_dlogit', float('nan')):.3f}"
     )
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .agreement import AgreementReport
+    from .objectives import Objective
     from .runtime.tokenizer import TextEncoder
     from .store import Pair
     from .task import Task
@@ -69,11 +70,33 @@ class RunContext:
             with PairStore(self.run.pairs) as store:
                 return list(store.pairs(self.teacher_fingerprint, split="heldout", relevant=True))
 
-        return self._once("heldout", read)  # type: ignore[no-any-return]
+        return self._once("heldout", read)
 
     @property
     def heldout_texts(self) -> list[str]:
         return [p.input for p in self.heldout]
+
+    @property
+    def objective(self) -> Objective:
+        """The task kind's objective (toolkit/objectives.py): what a student or artifact is run on to be judged
+        (`eval_texts`) and how its outputs are scored (`report`)."""
+        from .objectives import objective_of
+        from .store import PairStore
+
+        def make() -> Objective:
+            train: list[Pair] = []
+            if self.task.kind == "embed":  # the corpus neighbours are searched in
+                with PairStore(self.run.pairs) as store:
+                    train = list(store.pairs(self.teacher_fingerprint, split="train", relevant=True))
+            labels = self.labels if self.task.kind == "classify" else []
+            return objective_of(self.task, self.heldout, train, labels)
+
+        return self._once("objective", make)
+
+    @property
+    def eval_texts(self) -> list[str]:
+        """The inputs every stage runs its student or artifact on: the held-out inputs (embed: and its corpus)."""
+        return self.objective.eval_texts
 
     @property
     def encoder(self) -> TextEncoder:
@@ -81,33 +104,20 @@ class RunContext:
         from .runtime.tokenizer import TextEncoder
 
         make = lambda: TextEncoder(self.run.student / "tokenizer.json", self.task.student.max_length)  # noqa: E731
-        return self._once("encoder", make)  # type: ignore[no-any-return]
+        return self._once("encoder", make)
 
     @property
     def labels(self) -> list[str]:
         """The student's label names, in the order of its logits."""
         read = lambda: json.loads((self.run.student / "labels.json").read_text(encoding="utf-8"))  # noqa: E731
-        return self._once("labels", read)  # type: ignore[no-any-return]
+        return self._once("labels", read)
 
     def reference_logits(self) -> np.ndarray:
-        """The fp32 student's held-out logits, written by export (RunDir.student_logits)."""
+        """The fp32 student's outputs on `eval_texts`, written by export (RunDir.student_logits)."""
         import numpy as np
 
         return np.load(self.run.student_logits)
 
-    def report(self, stage: str, logits: np.ndarray, reference: np.ndarray | None) -> AgreementReport:
-        """The agreement of `logits` (one row per held-out pair) with the teacher, and with `reference`."""
-        from .agreement import compare
-
-        held, labels = self.heldout, self.labels
-        return compare(
-            stage,
-            [p.label for p in held],
-            [labels[i] for i in logits.argmax(1)],  # type: ignore[misc]
-            threshold=self.task.agreement.threshold,
-            rule=self.task.agreement.rule,
-            texts=[p.input for p in held],
-            gold=[p.gold for p in held],
-            logits=logits,
-            reference_logits=reference,
-        )
+    def report(self, stage: str, outputs: np.ndarray, reference: np.ndarray | None) -> AgreementReport:
+        """The agreement of `outputs` (one row per `eval_texts` input) with the teacher, and with `reference`."""
+        return self.objective.report(outputs, stage, reference)

@@ -171,7 +171,7 @@ class Deferral:
         """Which inputs the student answers (True) and which it defers (False)."""
         if self.threshold is None:
             return np.zeros(len(conf), dtype=bool)
-        return conf >= self.threshold  # type: ignore[no-any-return]
+        return conf >= self.threshold
 
 
 def measured(conf: np.ndarray, agree: np.ndarray, threshold: float | None) -> dict[str, Any]:

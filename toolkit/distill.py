@@ -1,9 +1,9 @@
 """Distillation: train the student on the teacher's answers to the relevant training inputs.
 
 Reads top to bottom: load pairs, build the student, train with early stopping on held-out
-agreement, save the best epoch. The loss has three parts, each weighted in the task file:
-cross-entropy on the teacher's label, KL to the teacher's soft labels, and 1 − cosine between the
-student's sentence embedding and the teacher's (the teacher's geometry is what its labels come from).
+agreement, save the best epoch. What the student is trained toward and judged on is the task kind's
+objective (toolkit/objectives.py: for classify the teacher's label, soft labels and embedding; for embed
+its embedding and in-batch neighbours), each part weighted in the task file.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from .agreement import AgreementReport, compare
+from .agreement import AgreementReport
 from .data import heldout, read_inputs
 from .encoder import encoder_dir
 from .errors import InputError
+from .objectives import objective_of
 from .progress import SILENT, progress
 from .runtime.infer import predict_logits
 from .runtime.tokenizer import TextEncoder, length_batches
@@ -44,15 +45,21 @@ class DistillResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def label_prototypes(teacher: object, pairs: list[Pair], labels: list[str]) -> np.ndarray:
-    """The teacher's own prototypes when it embeds, else the mean stored embedding per teacher label."""
+def label_prototypes(task: Task, teacher: object, pairs: list[Pair]) -> np.ndarray:
+    """The teacher's own prototypes when it embeds, else the mean stored embedding per teacher label, else (no
+    stored embeddings: a teacher that gives none, under a relevance rule that computed none) the task encoder's
+    embeddings of the label descriptions, or names."""
+    labels = task.label_names
     if can_embed(teacher):
-        return np.asarray(teacher.prototypes, dtype=np.float32)  # type: ignore[attr-defined]
-    dim = next(p.embedding for p in pairs if p.embedding is not None).shape[0]
-    out = np.zeros((len(labels), dim), dtype=np.float32)
-    for p in pairs:
-        if p.embedding is not None and p.label is not None:
-            out[labels.index(p.label)] += p.embedding
+        return np.asarray(teacher.prototypes, dtype=np.float32)
+    stored = [p for p in pairs if p.embedding is not None and p.label is not None]
+    if not stored:
+        from .encoder import embed
+
+        return embed(task.encoder, [s.description or s.name.replace("_", " ") for s in task.label_specs], 64)
+    out = np.zeros((len(labels), stored[0].embedding.shape[0]), dtype=np.float32)  # type: ignore[union-attr]
+    for p in stored:
+        out[labels.index(p.label)] += p.embedding  # type: ignore[arg-type]
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)
 
 
@@ -74,7 +81,6 @@ def distill(
     rank returns rank 0's result.
     """
     import torch
-    import torch.nn.functional as F
 
     from . import distributed as dist
     from .student import StudentRunner, count_parameters, save_student
@@ -98,6 +104,10 @@ def distill(
         )
     if not held:
         raise InputError("no relevant held-out pairs to measure agreement on: add inputs or raise split.heldout")
+    objective = objective_of(task, held, train)
+    # classify: the head starts from the label prototypes; embed: no head, the output is in the teacher's dimension
+    prototypes = label_prototypes(task, teacher, train) if task.kind == "classify" else None
+    teacher_dim = next((p.embedding.shape[0] for p in train if p.embedding is not None), None)
 
     # the same seed on every rank: the same initial student and the same shuffled batches
     random.seed(cfg.seed)
@@ -114,15 +124,16 @@ def distill(
         model, tokenizer = build_static(
             teacher_dir=encoder_dir(task.encoder),
             labels=labels,
-            prototypes=label_prototypes(teacher, train, labels),
+            prototypes=prototypes,
             teacher_temperature=teacher.temperature if can_embed(teacher) else 0.05,
             texts=vocabulary_texts(task, store, fingerprint),
             max_length=spec.max_length,
             width=spec.hidden,
-            fit=([p.input for p in fit], np.stack([p.embedding for p in fit])) if fit else None,
+            fit=([p.input for p in fit], np.stack([p.embedding for p in fit])) if fit else None,  # type: ignore[misc]  # fit: pairs with an embedding
+            teacher_dim=teacher_dim,
         )
     else:
-        model, tokenizer = _build_transformer(task, store, teacher, train, fingerprint)
+        model, tokenizer = _build_transformer(task, store, teacher, prototypes, teacher_dim, fingerprint)
     if init_from is not None:
         _warm_start(model, tokenizer, init_from)
     parameters = count_parameters(model)
@@ -137,14 +148,7 @@ def distill(
     encode = TextEncoder(encode_file, spec.max_length)
     model.to(device)
 
-    label_index = {name: i for i, name in enumerate(labels)}
-    hard = torch.tensor([label_index[p.label] for p in train])  # type: ignore[index]
-    soft = torch.from_numpy(np.stack([p.probs for p in train])) if all(p.probs is not None for p in train) else None
-    emb = (
-        torch.from_numpy(np.stack([p.embedding for p in train]))
-        if cfg.loss.embedding > 0 and all(p.embedding is not None for p in train)
-        else None
-    )
+    objective.train_on(train)
     texts = [p.input for p in train]
     lengths = encode.lengths(texts)
 
@@ -179,7 +183,6 @@ def distill(
     bf16 = cfg.precision == "bf16" or (
         cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
     )
-    T = cfg.soft_temperature
 
     def backward(batch: list[int], group_size: int) -> float:
         """Forward and backward this rank's share of one batch; returns the share's summed loss.
@@ -194,34 +197,20 @@ def distill(
         enc = encode([texts[i] for i in mine])
         ids, mask = (torch.from_numpy(enc[k]).to(device) for k in ("input_ids", "attention_mask"))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits, embedding = trainer(ids, mask)
-        logits, embedding = logits.float(), embedding.float()
-        per = cfg.loss.hard * F.cross_entropy(logits, hard[mine].to(device), reduction="none")
-        if soft is not None and cfg.loss.soft > 0:
-            target = soft[mine].to(device)
-            if T != 1.0:
-                target = F.softmax(torch.log(target.clamp_min(1e-12)) / T, dim=-1)
-            kl = F.kl_div(F.log_softmax(logits / T, dim=-1), target, reduction="none").sum(-1)
-            per = per + cfg.loss.soft * (T * T) * kl
-        if emb is not None:
-            per = per + cfg.loss.embedding * (1 - F.cosine_similarity(embedding, emb[mine].to(device)))
-        total = per.sum() * weight
+            output, embedding = trainer(ids, mask)
+        total = objective.loss(output.float(), embedding.float(), mine).sum() * weight
         (total * (world / group_size)).backward()
         return float(total.detach())
 
     runner = StudentRunner(model, device)
 
-    def predict(pairs: list[Pair]) -> list[str]:
+    def outputs() -> np.ndarray:
         model.eval()
-        logits = predict_logits(runner, encode, [p.input for p in pairs], batch_size=128)
-        return [labels[i] for i in logits.argmax(1)]
-
-    teacher_held = [p.label for p in held]
+        return predict_logits(runner, encode, objective.eval_texts, batch_size=128)
 
     def heldout_agreement() -> float:
         """Measured on rank 0 alone; the others wait for its figure (early stopping must agree)."""
-        value = compare("student", teacher_held, predict(held)).agreement if main else 0.0  # type: ignore[arg-type]
-        return dist.broadcast(value)
+        return dist.broadcast(objective.score(outputs()) if main else 0.0)
 
     history: list[dict[str, float]] = []
     best: tuple[float, int, Any] = (-1.0, 0, None)
@@ -267,20 +256,12 @@ def distill(
     seconds = time.perf_counter() - start
     result: DistillResult | None = None
     if main:
-        model.load_state_dict(best[2])  # type: ignore[arg-type]
-        model.to("cpu")
+        model.load_state_dict(best[2])
+        model.to("cpu")  # type: ignore[arg-type]  # transformers types its decorated .to() as if unbound
         save_student(model, tokenizer, out)
         model.to(device)
-        report = compare(
-            "student",
-            teacher_held,
-            predict(held),
-            threshold=task.agreement.threshold,  # type: ignore[arg-type]
-            rule=task.agreement.rule,
-            texts=[p.input for p in held],
-            gold=[p.gold for p in held],
-        )
-        report.details = {
+        report = objective.report(outputs())
+        report.details |= {
             "parameters": parameters,
             "best_epoch": best[1],
             "epochs_run": epochs_run,
@@ -294,19 +275,26 @@ def distill(
         result = DistillResult(report, parameters, epochs_run, best[1], seconds, history)
     if not main:
         shutil.rmtree(encode_file.parent, ignore_errors=True)
-    return dist.broadcast(result)  # type: ignore[return-value]
+    return dist.broadcast(result)
 
 
-def _build_transformer(task: Task, store: PairStore, teacher: object, train: list[Pair], fingerprint: str) -> Any:
+def _build_transformer(
+    task: Task,
+    store: PairStore,
+    teacher: object,
+    prototypes: np.ndarray | None,
+    teacher_dim: int | None,
+    fingerprint: str,
+) -> Any:
     from .student import build_student
 
     spec = task.student
-    labels = task.label_names
     return build_student(
         init=spec.init,
         teacher_dir=encoder_dir(task.encoder),  # the embedding teacher's model, else relevance.encoder
-        labels=labels,
-        prototypes=label_prototypes(teacher, train, labels),
+        labels=task.label_names,
+        prototypes=prototypes,
+        teacher_dim=teacher_dim,
         teacher_temperature=teacher.temperature if can_embed(teacher) else 0.05,
         texts=vocabulary_texts(task, store, fingerprint),
         layers=spec.layers,

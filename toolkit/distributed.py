@@ -97,16 +97,18 @@ def barrier() -> None:
     dist.barrier()
 
 
-def broadcast(value: T) -> T:
-    """Rank 0's `value` on every rank (any picklable object)."""
-    if not is_distributed():
-        return value
-    import torch.distributed as dist
+def broadcast(value: T | None) -> T:
+    """Rank 0's `value` on every rank (any picklable object but None: the other ranks may pass None)."""
+    if is_distributed():
+        import torch.distributed as dist
 
-    setup()
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]  # type: ignore[return-value]
+        setup()
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        value = box[0]
+    if value is None:
+        raise ValueError("broadcast: rank 0 had no value to send")
+    return value
 
 
 def all_sum(value: float) -> float:

@@ -64,16 +64,83 @@ class GateResult:
         }
 
 
+def _rows(pkg: Package, name: str) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in pkg.file(name).read_text(encoding="utf-8").splitlines() if ln]
+
+
 @dataclass
 class Heldout:
+    """A classify package's held-out inputs and the teacher's labels: what its artifact is re-run on and judged by."""
+
     texts: list[str]
     teacher: list[str]
     gold: list[str | None]
 
     @classmethod
     def of(cls, pkg: Package) -> Heldout:
-        rows = [json.loads(ln) for ln in pkg.file("heldout.jsonl").read_text(encoding="utf-8").splitlines() if ln]
+        rows = _rows(pkg, "heldout.jsonl")
         return cls([r["input"] for r in rows], [r["teacher"] for r in rows], [r.get("gold") for r in rows])
+
+    @property
+    def run_texts(self) -> list[str]:
+        return self.texts
+
+    def report(self, stage: str, outputs: np.ndarray, labels: list[str], rule: Rule) -> AgreementReport:
+        predicted = [labels[i] for i in outputs.argmax(1)]
+        return compare(
+            stage, self.teacher, predicted, threshold=rule.threshold, rule=rule.rule, texts=self.texts, gold=self.gold
+        )
+
+
+@dataclass
+class EmbedHeldout:
+    """An embed package's held-out queries and corpus with the teacher's embeddings of both (docs/embed.md)."""
+
+    texts: list[str]
+    teacher: np.ndarray
+    corpus: list[str]
+    corpus_teacher: np.ndarray
+    metric: str
+    k: int
+    floor: float
+
+    @classmethod
+    def of(cls, pkg: Package) -> EmbedHeldout:
+        m = pkg.manifest
+        load = lambda name: np.load(pkg.file(name), allow_pickle=False)  # noqa: E731
+        texts, corpus = (
+            [r["input"] for r in _rows(pkg, "heldout.jsonl")],
+            [r["input"] for r in _rows(pkg, "corpus.jsonl")],
+        )
+        return cls(
+            texts, load("heldout_teacher.npy"), corpus, load("corpus_teacher.npy"), m["metric"], m["k"], m["floor"]
+        )
+
+    @property
+    def run_texts(self) -> list[str]:
+        return self.texts + self.corpus
+
+    def report(self, stage: str, outputs: np.ndarray, labels: list[str], rule: Rule) -> AgreementReport:
+        from .embedding_agreement import compare_embeddings
+
+        n = len(self.texts)
+        return compare_embeddings(
+            stage,
+            outputs[:n],
+            self.teacher,
+            outputs[n:],
+            self.corpus_teacher,
+            metric=self.metric,
+            k=self.k,
+            floor=self.floor,
+            threshold=rule.threshold,
+            rule=rule.rule,
+            texts=self.texts,
+        )
+
+
+def heldout_of(pkg: Package) -> Heldout | EmbedHeldout:
+    return EmbedHeldout.of(pkg) if pkg.manifest.get("kind", "classify") == "embed" else Heldout.of(pkg)
 
 
 def rerun(pkg: Package, texts: list[str], threads: int | None) -> tuple[np.ndarray, str]:
@@ -111,7 +178,7 @@ def gate_package(
         result.checks.append(
             Check("integrity", True, f"{len(pkg.manifest['files'])} files match the manifest; {signed}")
         )
-        m, held = pkg.manifest, Heldout.of(pkg)
+        m, held = pkg.manifest, heldout_of(pkg)
         rule = Rule.from_manifest(m)
         if threshold is not None:
             rule.threshold = threshold
@@ -120,10 +187,10 @@ def gate_package(
             if device is not None:
                 from .device import logits_on_device
 
-                logits, runtime = logits_on_device(device, path, held.texts, threads)
+                logits, runtime = logits_on_device(device, path, held.run_texts, threads)
                 result.ran_on = f"{device.url} ({runtime})"
             else:
-                logits, runtime = rerun(pkg, held.texts, threads)
+                logits, runtime = rerun(pkg, held.run_texts, threads)
                 result.ran_on = f"this host ({runtime})"
         except RuntimeMissingError as exc:
             result.checks.append(_packaged_report(pkg, rule, str(exc), accept_packaged))
@@ -131,27 +198,20 @@ def gate_package(
             result.ran_on = "not re-run"
             result.seconds = time.perf_counter() - start
             return result
-        report = compare(
-            f"gate:{m['target']}",
-            held.teacher,
-            [labels[i] for i in logits.argmax(1)],
-            threshold=rule.threshold,
-            rule=rule.rule,
-            texts=held.texts,
-            gold=held.gold,
-        )
+        report = held.report(f"gate:{m['target']}", logits, labels, rule)
         result.report = report
         why = judge(report, rule)
         lo, hi = report.ci95
+        what = "agreement" if report.metric == "label" else report.metric.replace("_", " ")
         result.checks.append(
             Check(
                 "agreement",
                 why is None,
-                f"re-run on {result.ran_on}: agreement {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, "
+                f"re-run on {result.ran_on}: {what} {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, "
                 f"n={report.n}) " + ("holds under the packaged rule" if why is None else f"does not hold: {why}"),
             )
         )
-        if "deferral" in m:
+        if "deferral" in m and isinstance(held, Heldout):
             result.checks.append(_deferral(pkg, logits, [labels[i] for i in logits.argmax(1)], held))
         if baseline is not None:
             result.checks.append(
@@ -216,7 +276,7 @@ def _deferral(pkg: Package, logits: np.ndarray, predicted: list[str], held: Held
 def _regression(
     new: AgreementReport,
     baseline: Path,
-    held: Heldout,
+    held: Heldout | EmbedHeldout,
     dest: Path,
     threads: int | None,
     max_drop: float,
@@ -231,19 +291,21 @@ def _regression(
     except PackageIntegrityError as exc:
         return Check("regression", False, f"baseline: {exc}")
     try:
-        logits, _ = rerun(base, held.texts, threads)
+        logits, _ = rerun(base, held.run_texts, threads)
     except RuntimeMissingError as exc:
         return Check("regression", False, f"NOT VERIFIED: the baseline could not be re-run here ({exc})", skipped=True)
     labels = json.loads(base.file("labels.json").read_text(encoding="utf-8"))
-    old = compare("baseline", held.teacher, [labels[i] for i in logits.argmax(1)])
+    old = held.report("baseline", logits, labels, Rule(threshold=0.0))
     drop = old.agreement - new.agreement
     ok = drop <= max_drop
+    what = "agreement" if new.metric == "label" else new.metric.replace("_", " ")
     message = (
-        f"agreement {new.agreement:.4f} vs baseline {old.agreement:.4f} on the same "
+        f"{what} {new.agreement:.4f} vs baseline {old.agreement:.4f} on the same "
         f"{new.n} inputs: {'drop' if drop > 0 else 'gain'} {abs(drop):.4f} {'≤' if ok else '>'} max drop "
         f"{max_drop:.4f}"
     )
-    if new_logits is not None and new_labels is not None and deferral is not None and "deferral" in base.manifest:
+    classify = isinstance(held, Heldout)
+    if classify and new_logits is not None and new_labels is not None and deferral and "deferral" in base.manifest:
         from .deferral import confidences, coverage_at
 
         def coverage(lg: np.ndarray, names: list[str]) -> float:

@@ -47,6 +47,10 @@ class Hybrid:
         wait: float = 30.0,
         pending: int = 4,
     ) -> None:
+        if model.kind != "classify":
+            from .errors import InputError
+
+            raise InputError(f"{model.name} is an {model.kind} package: the teacher answers only classify packages")
         if model.deferral is None:
             from .errors import InputError
 

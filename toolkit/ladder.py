@@ -203,7 +203,7 @@ def latency(task: Task, run: RunDir, target: str, texts: int = 512) -> dict[str,
     if cache.is_file():
         old = json.loads(cache.read_text(encoding="utf-8"))
         if old.get("artifact_sha256") == digest:
-            return old["latency"]  # type: ignore[no-any-return]
+            return old["latency"]
     try:
         measured = _measure(task, run, artifact, texts)
     except Exception as exc:  # a runtime missing here: the rung is still judged, its latency is not known

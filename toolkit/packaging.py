@@ -6,9 +6,12 @@ section the hybrid system's deferral rule is calibrated here on the artifact's o
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from . import __version__
 from .agreement import AgreementReport
@@ -16,6 +19,7 @@ from .compile_check import compiled, rule_of
 from .context import RunContext
 from .digest import sha256_file
 from .errors import InputError, RefusedError
+from .objectives import Embed
 from .stages import StageResult
 from .targets import Profile, load_profile
 from .task import Task
@@ -23,8 +27,6 @@ from .textfile import load_json_or_none
 from .verdict import judge
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .deferral import Deferral
     from .runtime.artifact import Artifact
 
@@ -48,17 +50,16 @@ def package(ctx: RunContext, target: str, *, sign: Path | None = None) -> StageR
         stale = _set_aside(out)
         moved = f"; the earlier package was moved aside to {stale}" if stale else ""
         raise RefusedError(f"not packaged: {why}{moved}")
-    teacher_fp, held = ctx.teacher_fingerprint, ctx.heldout
-    heldout = "".join(json.dumps({"input": p.input, "teacher": p.label, "gold": p.gold}) + "\n" for p in held)
+    teacher_fp = ctx.teacher_fingerprint
     deferral = _deferral(ctx, artifact, profile.name) if task.deploy else None
     files = {
+        **_evidence(ctx),
         artifact.path.name: artifact.path.read_bytes(),
         **{name: (artifact.path.parent / name).read_bytes() for name in artifact.extra_files},
         "artifact.json": (run.compiled(profile.name) / "artifact.json").read_bytes(),
         "tokenizer.json": (run.student / "tokenizer.json").read_bytes(),
         "labels.json": (run.student / "labels.json").read_bytes(),
         "profile.json": json.dumps(profile.model_dump(mode="json"), indent=2).encode(),
-        "heldout.jsonl": heldout.encode(),
         "report.json": run.report(profile.name).read_bytes(),
         "MODEL_CARD.md": _model_card(task, profile, report, artifact).encode(),
     }
@@ -66,6 +67,7 @@ def package(ctx: RunContext, target: str, *, sign: Path | None = None) -> StageR
         files["deferral.json"] = json.dumps(deferral.to_dict(), indent=2).encode()
     manifest = {
         "task": task.name,
+        "kind": task.kind,
         "target": profile.name,
         "backend": artifact.backend,
         "precision": artifact.precision,
@@ -81,6 +83,9 @@ def package(ctx: RunContext, target: str, *, sign: Path | None = None) -> StageR
         "report_sha256": sha256_file(run.report(profile.name)),
         "versions": {"tsd-edge": __version__, **versions("onnxruntime", "onnx", "torch", "transformers", "tokenizers")},
     }
+    if isinstance(ctx.objective, Embed):  # what the gate's re-run is scored by (toolkit/embedding_agreement.py)
+        spec, dim = task.agreement, int(ctx.objective.held_teacher.shape[1])
+        manifest.update(metric=task.metric, k=spec.k, floor=spec.floor, dim=dim)
     if deferral is not None:  # what the runtime applies, and what the gate re-checks
         manifest["deferral"] = {
             "measure": deferral.measure,
@@ -95,6 +100,31 @@ def package(ctx: RunContext, target: str, *, sign: Path | None = None) -> StageR
     if deferral is not None:
         line += "; " + _deferral_line(deferral)
     return StageResult(f"package {profile.name}", False, line, data={"path": str(out)})
+
+
+def _evidence(ctx: RunContext) -> dict[str, bytes]:
+    """What the gate re-runs the artifact on and judges it by: the held-out inputs with the teacher's answers
+    (classify: its labels; embed: its embeddings of them and of the corpus, as float32 .npy)."""
+    objective = ctx.objective
+    if not isinstance(objective, Embed):
+        rows = [{"input": p.input, "teacher": p.label, "gold": p.gold} for p in ctx.heldout]
+        return {"heldout.jsonl": _jsonl(rows)}
+    return {
+        "heldout.jsonl": _jsonl([{"input": p.input} for p in objective.held]),
+        "heldout_teacher.npy": _npy(objective.held_teacher),
+        "corpus.jsonl": _jsonl([{"input": p.input} for p in objective.corpus]),
+        "corpus_teacher.npy": _npy(objective.corpus_teacher),
+    }
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, dtype="<f4"), allow_pickle=False)
+    return buf.getvalue()
 
 
 def _deferral(ctx: RunContext, artifact: Artifact, target: str) -> Deferral:
@@ -133,8 +163,6 @@ def _deferral(ctx: RunContext, artifact: Artifact, target: str) -> Deferral:
 def _checked_logits(ctx: RunContext, target: str, n: int) -> np.ndarray | None:
     """The held-out logits check recorded for `target` (its record lists them with their SHA-256, checked by
     `RunDir.require` before this), or None when that check's record does not."""
-    import numpy as np
-
     run = ctx.run
     path = run.check_logits(target)
     record = load_json_or_none(run.record(f"check-{target}"))
@@ -172,12 +200,17 @@ def _set_aside(package: Path) -> Path | None:
 
 def _model_card(task: Task, profile: Profile, report: AgreementReport, artifact: Artifact) -> str:
     lo, hi = report.ci95
+    metric = "" if report.metric == "label" else f" ({report.metric})"
     return (
         f"# {task.name} — {profile.name}\n\n"
         f"A task-specific student distilled by tsd-edge {__version__}, compiled with {artifact.backend} "
         f"({artifact.precision}) for {profile.description}.\n\n"
-        f"- Labels: {len(task.label_names)}\n"
-        f"- Agreement with the teacher on {report.n} held-out inputs: {report.agreement:.4f} "
+        + (
+            f"- Labels: {len(task.label_names)}\n"
+            if task.kind == "classify"
+            else "- Kind: embed (sentence embeddings)\n"
+        )
+        + f"- Agreement with the teacher{metric} on {report.n} held-out inputs: {report.agreement:.4f} "
         f"(95% CI {lo:.3f}–{hi:.3f}); threshold {task.agreement.threshold}\n"
         f"- Re-check with: `tsd-edge gate {task.name}-{profile.name}.tsdpkg`\n"
     )

@@ -17,11 +17,15 @@ One row per pair, these columns (docs/teachers/README.md lists them too):
 | `reason`, `raw` | string or null | why an answer was rejected; the teacher's raw text |
 | `latency_ms`, `tokens_in`, `tokens_out`, `attempts` | number or null | cost of the answer |
 | `teacher` | string | the teacher's fingerprint |
-| `embedding` | list of float or null | only with `--embeddings` |
+| `embedding` | list of float or null | only with `--embeddings`; always for an embed task, whose answer it is |
 
 The teacher's labels and spec travel beside the rows: in the Parquet schema metadata
 (`tsd_edge.teacher`) and, for JSONL, in `<file>.teacher.json`. Importing a file without them
 assigns its rows to the task's current teacher, with the task's labels.
+
+An embed task's teacher has no labels (`labels` is `[]`): its answer is the `embedding`, so export always
+writes it, and import requires one on every `ok` row (finite numbers, one length for the file, no label or
+probs), stored unit length as the teachers store theirs.
 
 At scale, export to a folder instead of a file: `part-00000.parquet`, `part-00001.parquet`, ... of
 `shard_size` rows each, every shard with the teacher's metadata, written while the store is read
@@ -44,6 +48,7 @@ from .data import heldout, input_key, jsonl_rows
 from .errors import InputError, RuntimeMissingError
 from .store import ARRAYS, PAIR_COLUMNS, Pair, PairStore
 from .task import Task
+from .teachers.vectors import VectorCheck
 from .textfile import read_json, read_lines
 
 # the exported columns: the store's (store.PAIR_COLUMNS), input first as people read it; embeddings on request
@@ -60,12 +65,14 @@ class StoreSummary:
     by_relevance: dict[str, int]
     by_label: dict[str, int]
     by_source: dict[str, tuple[int, int]]  # source -> (ok answers, relevant)
+    # by_label is empty for an embed teacher (no labels: its answer is an embedding of this length)
     tokens_in: int
     tokens_out: int
     latency_ms_median: float | None
     retried: int
     rejected: list[tuple[str, str, str | None]] = field(default_factory=list)  # (input, reason, raw)
     relevance_rule: dict[str, Any] | None = None  # the rule collection last marked pairs with
+    embedding_dim: int | None = None
 
 
 def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSummary:
@@ -74,6 +81,7 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
     rejected = store.rejected(fingerprint, sample)
     spec = store.spec(fingerprint)
     by_status = store.count_by(fingerprint, "status")
+    embeds = not store.labels(fingerprint)
     return StoreSummary(
         teacher=fingerprint,
         spec=spec,
@@ -81,7 +89,7 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
         by_status=by_status,
         by_split=store.count_by(fingerprint, "split"),
         by_relevance=store.count_by(fingerprint, "relevant", ok_only=True),
-        by_label=store.count_by(fingerprint, "label", ok_only=True),
+        by_label={} if embeds else store.count_by(fingerprint, "label", ok_only=True),
         by_source=sources,
         tokens_in=int(tin),
         tokens_out=int(tout),
@@ -89,6 +97,7 @@ def summarise(store: PairStore, fingerprint: str, sample: int = 5) -> StoreSumma
         retried=int(retried),
         rejected=[(r[0], r[1] or "", r[2]) for r in rejected],
         relevance_rule=store.get_meta(f"relevance/{fingerprint}"),
+        embedding_dim=store.embedding_dim(fingerprint) if embeds else None,
     )
 
 
@@ -134,11 +143,9 @@ def export_pairs(
 ) -> int:
     """Write every pair of `fingerprint` to one file, or to a folder of Parquet shards (`shard_size` given,
     an existing folder, or a name without a suffix). Returns the number of pairs."""
-    meta = {
-        "fingerprint": fingerprint,
-        "labels": store.labels(fingerprint),
-        "spec": summarise(store, fingerprint, 0).spec,
-    }
+    labels = store.labels(fingerprint)
+    embeddings = embeddings or not labels  # an embed teacher's answer is its embedding
+    meta = {"fingerprint": fingerprint, "labels": labels, "spec": summarise(store, fingerprint, 0).spec}
     if shard_size is not None or path.is_dir() or not path.suffix:
         if is_file_name(path):
             raise InputError(f"{path}: --shard-size writes a folder of part-NNNNN.parquet files; give a folder")
@@ -202,7 +209,7 @@ def _chunks(items: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
 
 
 def _schema(pa: Any, embeddings: bool) -> Any:
-    kinds = {c.name: c.arrow for c in PAIR_COLUMNS}
+    kinds = {c.name: c.arrow for c in PAIR_COLUMNS if c.arrow is not None}
     types = {"string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "bool": pa.bool_()}
     types["floats"] = pa.list_(pa.float32())
     return pa.schema([(name, types[kinds[name]]) for name in ([*COLUMNS, "embedding"] if embeddings else COLUMNS)])
@@ -294,7 +301,8 @@ def import_pairs(
         else:
             owner, labels, spec = fingerprint, task.label_names, {"kind": "imported", "from": file.name}
         store.register_teacher(owner, labels, spec)
-        pairs = [_pair(row, labels, task, f"{file}: row {n}") for n, row in enumerate(rows, 1)]
+        vectors = None if labels else VectorCheck(store.embedding_dim(owner))  # no labels: an embed teacher
+        pairs = [_pair(row, labels, task, f"{file}: row {n}", vectors) for n, row in enumerate(rows, 1)]
         n_added = store.add(owner, pairs)
         added, had = added + n_added, had + len(pairs) - n_added
         marked.add(owner)
@@ -309,7 +317,7 @@ def import_pairs(
     return added, had
 
 
-def _pair(row: dict[str, Any], labels: list[str], task: Task, where: str) -> Pair:
+def _pair(row: dict[str, Any], labels: list[str], task: Task, where: str, vectors: VectorCheck | None = None) -> Pair:
     text = row.get("input")
     if not isinstance(text, str) or not text.strip():
         raise InputError(f"{where}: no 'input' text; every row needs 'input' and 'label' (or status 'rejected')")
@@ -327,6 +335,8 @@ def _pair(row: dict[str, Any], labels: list[str], task: Task, where: str) -> Pai
     if probs is not None and len(probs) != len(labels):
         raise InputError(f"{where}: probs has {len(probs)} values for {len(labels)} labels")
     emb = row.get("embedding")
+    if vectors is not None and status == "ok":
+        emb = _embed_answer(row, emb, vectors, where)
     return Pair(
         input_hash=key,
         input=text,
@@ -346,3 +356,18 @@ def _pair(row: dict[str, Any], labels: list[str], task: Task, where: str) -> Pai
         tokens_out=row.get("tokens_out"),
         attempts=row.get("attempts"),
     )
+
+
+def _embed_answer(row: dict[str, Any], emb: Any, vectors: VectorCheck, where: str) -> np.ndarray:
+    """An embed teacher's `ok` answer: its embedding, checked as the teachers check theirs, unit length."""
+    if row.get("label") is not None or row.get("probs") is not None:
+        raise InputError(f"{where}: an embed task's pair has no label or probs, only its embedding; drop them")
+    if emb is None:
+        raise InputError(
+            f"{where}: an embed task's ok pair needs its 'embedding' (add it, or mark the row status rejected)"
+        )
+    vectors.settle([emb])
+    vec, reason = vectors.vector(emb)
+    if vec is None:
+        raise InputError(f"{where}: {reason}; fix the row or mark it status 'rejected'")
+    return vec

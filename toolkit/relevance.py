@@ -22,6 +22,18 @@ keeps 98.8% and drops 91.7%. A reference of only 5 examples per label is too thi
 
 Scores are recomputed for every stored pair whenever the rule (method, encoder, reference, k,
 keep, threshold) changes, from the embeddings the store already holds.
+
+An embed task (`kind: embed`) has no labels, so no prototypes: `auto` is `knn` with `relevance.reference`,
+and without one it is `teacher`, which keeps every answered input (an embed teacher has no "none of
+these"; the rule says so when it is described). Keeping all rather than refusing: an embed task's inputs
+are most often the very corpus the device will embed, and a reference is one line to add when they are
+not. `max_cosine` is refused (an InputError naming the fix).
+
+The pairs' `embedding` column is in the encoder's space for classify (the embedding teacher's own vector,
+or the one relevance stores there) and for an embed task whose teacher is the embedding teacher (its model
+is the encoder). An embed task's other teachers (openai, hf, python) answer in their own space: the column
+is their answer, which relevance never reads as the encoder's and never overwrites; it embeds with its
+encoder and keeps those vectors in the store's vector cache instead (`encoder_space`).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import numpy as np
 
 from .data import read_source
 from .digest import sha256_file
+from .errors import InputError
 from .store import PairStore
 from .task import EmbeddingTeacherSpec, InputSource, Task
 
@@ -65,10 +78,13 @@ class Rule:
     threshold: float
     key: str
     reference: int = 0  # reference inputs (knn) or prototypes (max_cosine)
+    keeps_all: bool = False  # an embed task without a reference: every answered input is kept
 
     def describe(self) -> str:
         if self.method == "knn":
             return f"kNN ≥ {self.threshold:.3f}"
+        if self.keeps_all:
+            return "none: every answered input kept (no relevance.reference)"
         return f"{'max cosine' if self.method == 'max_cosine' else 'teacher score'} ≥ {self.threshold:.2f}"
 
 
@@ -81,15 +97,21 @@ class Relevance:
         self.store = store
         self.teacher = teacher
         self.encoder = task.encoder
+        self.shared = encoder_space(task)
         self.reference_source = self.spec.reference or _examples_source(task)
+        embeds = task.kind == "embed"
         method = self.spec.method
         if method == "auto":
-            method = "knn" if self.reference_source is not None else "max_cosine"
+            method = "knn" if self.reference_source is not None else ("teacher" if embeds else "max_cosine")
         if method == "knn" and self.reference_source is None:
-            from .errors import InputError
-
             raise InputError("relevance.method knn needs relevance.reference: a file of on-task texts")
+        if method == "max_cosine" and embeds:
+            raise InputError(
+                "relevance.method max_cosine scores inputs against label prototypes and an embed task has no labels:"
+                " use knn with relevance.reference (a file of on-task texts), or teacher to keep every input"
+            )
         self.method = method
+        self.keeps_all = embeds and method == "teacher"
 
     def preflight(self) -> None:
         """Read the reference file now (an InputError if it is bad), before any teacher call."""
@@ -131,7 +153,8 @@ class Relevance:
         meta_key = f"relevance/{fingerprint}"
         old = self.store.get_meta(meta_key)
         if self.method == "teacher":
-            rule = Rule("teacher", self.spec.threshold if self.spec.threshold is not None else 0.40, self.key)
+            threshold = self.spec.threshold if self.spec.threshold is not None else 0.40
+            rule = Rule("teacher", threshold, self.key, keeps_all=self.keeps_all)
         else:
             rows = self.store.unscored(fingerprint, all_=old is None or old.get("key") != self.key)
             if not rows and old is not None and old.get("key") == self.key:
@@ -144,20 +167,25 @@ class Relevance:
 
     def _score(self, fingerprint: str, rows: list[tuple[str, str, bytes | None]]) -> Rule:
         keys = [r[0] for r in rows]
-        missing = [i for i, r in enumerate(rows) if r[2] is None]
-        emb = [None if r[2] is None else np.frombuffer(r[2], dtype="<f4") for r in rows]
+        if self.shared:
+            emb = {k: np.frombuffer(b, dtype="<f4") for k, _, b in rows if b is not None}
+        else:  # the column holds the teacher's answer, in its own space: the encoder's vectors are cached apart
+            emb = self.store.vectors(self.encoder, keys)
+        missing = [(k, text) for k, text, _ in rows if k not in emb]
         if missing:
             from .progress import progress
 
             with progress("relevance: embedding", total=len(missing)) as bar:
                 for start in range(0, len(missing), 1024):
                     part = missing[start : start + 1024]
-                    for i, e in zip(part, self._embed([rows[i][1] for i in part]), strict=True):
-                        emb[i] = e
+                    new = dict(zip([k for k, _ in part], self._embed([t for _, t in part]), strict=True))
+                    if not self.shared:
+                        self.store.add_vectors(self.encoder, new)
+                    emb.update(new)
                     bar.advance(len(part))
-        x = np.stack(emb).astype(np.float32) if rows else np.zeros((0, 1), np.float32)  # type: ignore[arg-type]
+        x = np.stack([emb[k] for k in keys]).astype(np.float32) if rows else np.zeros((0, 1), np.float32)
         scores, rule = self.score(fingerprint, keys, x)
-        self.store.set_scores(fingerprint, keys, scores, x)
+        self.store.set_scores(fingerprint, keys, scores, x if self.shared else None)
         return rule
 
     def score(self, fingerprint: str, keys: list[str], x: np.ndarray) -> tuple[np.ndarray, Rule]:
@@ -193,7 +221,7 @@ class Relevance:
         src = self.reference_source
         assert src is not None
         texts = {item.key: item.text for item in read_source(src, self.task)}
-        known = self.store.vectors(self.encoder, list(texts), fingerprint)
+        known = self.store.vectors(self.encoder, list(texts), fingerprint if self.shared else None)
         todo = [k for k in texts if k not in known]
         # stored chunk by chunk: a killed collection keeps what was encoded
         for start in range(0, len(todo), REFERENCE_CHUNK):
@@ -216,6 +244,11 @@ class Relevance:
         from .encoder import embed
 
         return embed(self.encoder, texts, 64)
+
+
+def encoder_space(task: Task) -> bool:
+    """Whether the pairs' `embedding` column holds the task encoder's vectors (see the module's docstring)."""
+    return task.kind != "embed" or isinstance(task.teacher, EmbeddingTeacherSpec)
 
 
 def _examples_source(task: Task) -> InputSource | None:
@@ -248,4 +281,4 @@ def calibrate(ref: np.ndarray, k: int, keep: float) -> float:
     return float(np.quantile(loo, 1.0 - keep))
 
 
-__all__ = ["Relevance", "Rule", "SourceRelevance", "calibrate", "knn_scores", "summary"]
+__all__ = ["Relevance", "Rule", "SourceRelevance", "calibrate", "encoder_space", "knn_scores", "summary"]

@@ -2,7 +2,7 @@
 
 A stage table, a bar chart of agreement per stage with its 95% interval and the threshold line,
 per-label agreement (worst first) and the most frequent disagreements with an example input.
-The chart is inline SVG written here: it needs no plotting library and no network, and the page
+The charts are inline SVG (toolkit/charts.py): they need no plotting library and no network, and the page
 opens anywhere (a CI artifact, an air-gapped laptop).
 """
 
@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 
 from .agreement import AgreementReport
+from .charts import BLUE, GREEN, RED, Axis, Bar, Chart
 
 ORDER = ["teacher", "student", "onnx"]
 
@@ -27,87 +28,119 @@ def load_reports(folder: Path) -> list[AgreementReport]:
 
 
 def _chart(reports: list[AgreementReport]) -> str:
+    """Agreement per stage as bars (red where it does not hold) with the 95% interval, and the threshold line."""
     rows = [r for r in reports if r.stage != "teacher"]
     if not rows:
         return ""
-    width, bar, gap, left, top = 760, 26, 12, 210, 10
-    height = top + len(rows) * (bar + gap) + 30
     lo = max(0.0, min(min(r.ci95[0] for r in rows), min(r.threshold or 1 for r in rows)) - 0.05)
-
-    def x(v: float) -> float:
-        return left + (width - left - 20) * (v - lo) / (1 - lo)
-
-    parts = [f'<svg viewBox="0 0 {width} {height}" width="{width}" role="img" aria-label="agreement per stage">']
-    for i, r in enumerate(rows):
-        y = top + i * (bar + gap)
-        colour = "#2e7d32" if r.passed else "#c62828"
-        parts.append(f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">{html.escape(r.stage)}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{x(r.agreement) - left:.1f}" height="{bar}" fill="{colour}"/>')
-        parts.append(
-            f'<line x1="{x(r.ci95[0]):.1f}" x2="{x(r.ci95[1]):.1f}" y1="{y + bar / 2}" y2="{y + bar / 2}" '
-            'stroke="#000" stroke-width="2"/>'
-        )
-        parts.append(
-            f'<text x="{x(r.agreement) + 4:.1f}" y="{y + bar * 0.7}" fill="#fff" font-size="12" '
-            f'text-anchor="end" dx="-8">{r.agreement:.4f}</text>'
-        )
-    thresholds = {r.threshold for r in rows if r.threshold is not None}
-    for t in thresholds:
-        parts.append(
-            f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="0" y2="{height - 20}" stroke="#1565c0" '
-            'stroke-dasharray="6 4" stroke-width="2"/>'
-        )
-        parts.append(f'<text x="{x(t):.1f}" y="{height - 5}" text-anchor="middle" fill="#1565c0">threshold {t}</text>')
-    parts.append(f'<text x="{left}" y="{height - 5}" font-size="11">{lo:.2f}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+    chart = Chart(
+        Axis(lo, 1.0, "agreement with the teacher (black: its 95% interval)"),
+        label="agreement per stage",
+        width=760,
+        height=20 + 38 * len(rows) + 40,
+        left=210,
+        bottom=40,
+    )
+    bars = [Bar(r.stage, r.agreement, GREEN if r.passed else RED, r.ci95, f"{r.agreement:.4f}") for r in rows]
+    chart.bars(bars)
+    for t in sorted({r.threshold for r in rows if r.threshold is not None}):
+        chart.vline(t, BLUE, text=f"threshold {t}", width=2)
+    return chart.svg()
 
 
 def _deferral_chart(name: str, d: dict) -> str:
     """Coverage (x) against the agreement on the answered inputs (y), most confident first; the target line,
     and the shipped threshold's point as measured on the held-out half it was not chosen on."""
-    width, height, left, bottom, top = 640, 300, 60, 40, 16
     curve = d.get("curve") or []
     if not curve:
         return ""
     lo = max(0.0, min(min(pt["answered_agreement"] for pt in curve), d["target"]) - 0.02)
-
-    def x(cov: float) -> float:
-        return left + (width - left - 20) * cov
-
-    def y(agr: float) -> float:
-        return top + (height - top - bottom) * (1 - (agr - lo) / (1 - lo))
-
-    path = " ".join(f"{x(pt['coverage']):.1f},{y(pt['answered_agreement']):.1f}" for pt in curve)
-    parts = [
-        f'<svg viewBox="0 0 {width} {height}" width="{width}" role="img" aria-label="coverage and answered agreement">',
-        f'<polyline points="{path}" fill="none" stroke="#2e7d32" stroke-width="2"/>',
-        f'<line x1="{x(0)}" x2="{x(1)}" y1="{y(d["target"]):.1f}" y2="{y(d["target"]):.1f}" stroke="#1565c0" '
-        'stroke-dasharray="6 4" stroke-width="2"/>',
-        f'<text x="{x(0) + 4}" y="{y(d["target"]) - 4:.1f}" fill="#1565c0">target {d["target"]}</text>',
-        f'<line x1="{x(0)}" x2="{x(1)}" y1="{height - bottom}" y2="{height - bottom}" stroke="#888"/>',
-        f'<text x="{x(0.5)}" y="{height - 8}" text-anchor="middle">coverage (share the student answers)</text>',
-        f'<text x="{x(0) - 6}" y="{y(1):.1f}" text-anchor="end">1.00</text>',
-        f'<text x="{x(0) - 6}" y="{y(lo):.1f}" text-anchor="end">{lo:.2f}</text>',
-        f'<text x="{x(1)}" y="{height - bottom + 14}" text-anchor="end">1.0</text>',
-    ]
+    chart = Chart(
+        Axis(0.0, 1.0, "coverage (share the student answers)"),
+        Axis(lo, 1.0, "answered agreement"),
+        label="coverage and answered agreement",
+        height=310,
+        top=16,
+    )
+    chart.line([(pt["coverage"], pt["answered_agreement"]) for pt in curve], GREEN)
+    chart.hline(d["target"], BLUE, text=f"target {d['target']}", width=2)
     ev = d.get("evaluation") or {}
     if d.get("threshold") is not None and ev.get("answered_agreement") is not None:
-        cx, cy = x(ev["coverage"]), y(ev["answered_agreement"])
-        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="#c62828"/>')
-        anchor, dx = ("end", -10) if ev["coverage"] > 0.5 else ("start", 10)  # keep the label inside the chart
-        parts.append(
-            f'<text x="{cx + dx:.1f}" y="{cy + 20:.1f}" text-anchor="{anchor}">τ = {d["threshold"]:.3f}: coverage '
-            f"{ev['coverage']:.2f}, answered {ev['answered_agreement']:.3f}</text>"
-        )
-    parts.append("</svg>")
+        text = f"τ = {d['threshold']:.3f}: coverage {ev['coverage']:.2f}, answered {ev['answered_agreement']:.3f}"
+        chart.point(ev["coverage"], ev["answered_agreement"], RED, r=6, text=text)
     note = (
         f"<p>{html.escape(name)}: the student answers when its {html.escape(d['measure'])} is at least τ, chosen "
         f"so that with {d['confidence']:.0%} confidence it agrees with the teacher on at least {d['target']} of "
         "what it answers (SGR, Geifman &amp; El-Yaniv 2017). The curve is every held-out input; the red point is "
         "measured on the half of them τ was not chosen on.</p>"
     )
-    return note + "\n".join(parts)
+    return note + chart.svg()
+
+
+def _embedding_sections(reports: list[AgreementReport], last: AgreementReport | None) -> list[str]:
+    """An embed task's stages side by side (cosine, recall@k both ways, top-1), the distribution of the cosine to
+    the teacher per stage (the share of held-out queries at or under each cosine), and the queries furthest away."""
+    if not reports:
+        return []
+
+    def fig(e: dict, key: str) -> str:
+        value = e.get(key)
+        return "" if value is None else f"{value:.3f}"
+
+    k = reports[0].details["embedding"].get("k")
+    rows = []
+    for r in reports:
+        e = r.details["embedding"]
+        under = "" if e.get("under_floor") is None else f"{100 * e['under_floor']:.1f}% under {e['floor']:g}"
+        keys = ("mean_cosine", "recall_symmetric", "recall_asymmetric", "top1_symmetric", "top1_asymmetric")
+        rows.append([html.escape(r.stage), *(fig(e, key) for key in keys), under])
+    head = ["stage", "mean cosine", f"recall@{k} sym", f"recall@{k} asym", "top-1 sym", "top-1 asym", "cosine"]
+    corpus = reports[0].details["embedding"]["corpus"]
+    out = [
+        "<h2>Embeddings against the teacher, per stage</h2>",
+        f"<p>Symmetric: the student embeds the held-out query and the corpus of {corpus} training inputs; "
+        "asymmetric: the student's query against the teacher-built index.</p>",
+        _table(head, rows),
+    ]
+    with_cosine = [r for r in reports if r.details["embedding"].get("cosine_histogram")]
+    if with_cosine:
+        lo = min(r.details["embedding"]["cosine_quantiles"]["p1"] for r in with_cosine)
+        chart = Chart(
+            Axis(max(-1.0, round(lo - 0.05, 1)), 1.0, "cosine to the teacher's embedding"),
+            Axis(0.0, 1.0, "share of held-out queries at or under"),
+            label="distribution of the cosine to the teacher",
+            height=300,
+            right=170,
+        )
+        colours = [GREEN, BLUE, RED, "#6a1b9a", "#ef6c00", "#00838f", "#5d4037"]
+        for i, r in enumerate(with_cosine):
+            e = r.details["embedding"]
+            edges, counts = e["cosine_histogram"]["edges"], e["cosine_histogram"]["counts"]
+            total, running, points = max(sum(counts), 1), 0, []
+            for edge, count in zip(edges[1:], counts, strict=True):
+                running += count
+                if edge >= chart.x.lo:
+                    points.append((edge, running / total))
+            chart.line(points, colours[i % len(colours)], legend=r.stage)
+        chart.vline(with_cosine[0].details["embedding"]["floor"], RED, text="floor")
+        out.append(chart.svg())
+    if last is not None and last.confusions:
+        out += [
+            f"<h2>Queries furthest from the teacher, {html.escape(last.stage)}</h2>",
+            _table(
+                ["query", "cosine", f"recall@{k} sym", f"recall@{k} asym"],
+                [
+                    [
+                        html.escape(c.get("text") or ""),
+                        fig(c, "cosine"),
+                        fig(c, "recall_symmetric"),
+                        fig(c, "recall_asymmetric"),
+                    ]
+                    for c in last.confusions
+                ],
+            ),
+        ]
+    return out
 
 
 def load_deferrals(folder: Path) -> dict[str, dict]:
@@ -162,6 +195,7 @@ def render(
         )
     # the evidence is shown for the stage that lost the most agreement: that is where a person looks
     last = min((r for r in reports if r.stage != "teacher"), key=lambda r: r.agreement, default=None)
+    metric = next((r.metric for r in reports if r.stage != "teacher"), "label")
     sections = [
         f"<h1>tsd-edge: {html.escape(task_name)}</h1>",
         "<p>Agreement of each stage with the teacher on the held-out inputs (the teacher's row gives its "
@@ -171,11 +205,11 @@ def render(
             [
                 "stage",
                 "n",
-                "agreement",
+                "agreement" if metric == "label" else metric.replace("_", " "),
                 "95% CI",
                 "gold acc.",
-                "same prediction as fp32 student",
-                "max |Δ logit|",
+                "same prediction as fp32 student" if metric == "label" else "same top-1 neighbour as fp32 student",
+                "max |Δ logit|" if metric == "label" else "max |Δ output|",
                 "size",
                 "latency, batch 1 (p50)",
                 "threshold",
@@ -186,7 +220,9 @@ def render(
     ]
     for name, d in (deferrals or {}).items():
         sections += [f"<h2>The hybrid system, {html.escape(name)}</h2>", _deferral_chart(name, d)]
-    if last is not None:
+    if metric != "label":
+        sections += _embedding_sections([r for r in reports if "embedding" in r.details], last)
+    elif last is not None:
         worst = sorted(last.per_label.items(), key=lambda kv: kv[1]["agreement"])[:20]
         sections += [
             f"<h2>Per-label agreement, {html.escape(last.stage)} (worst 20)</h2>",

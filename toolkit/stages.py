@@ -32,6 +32,10 @@ class StageResult:
 
 
 def agreement_line(report: AgreementReport) -> str:
+    if report.metric != "label":  # an embed task: its gated metric, then the other figures
+        from .embedding_agreement import describe
+
+        return describe(report)
     lo, hi = report.ci95
     gold = f", gold accuracy {report.gold_accuracy:.3f}" if report.gold_accuracy is not None else ""
     return f"agreement {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, n={report.n}){gold}"
@@ -49,14 +53,14 @@ def collect(ctx: RunContext, *, limit: int | None = None, dry_run: bool = False)
         res = collect_pairs(task, store, teacher, limit=limit, dry_run=dry_run)
         ctx.refresh()  # new answers, new relevance
         relevance = summary(store, teacher.fingerprint)
-        held = ctx.heldout
-        if not dry_run:
+        held, report = ctx.heldout, None
+        if not dry_run and task.kind == "classify":  # the teacher against the data's gold labels
             gold = [p for p in held if p.gold]
             report = (
                 compare(
                     "teacher",
                     [p.label for p in held],
-                    [p.label for p in held],  # type: ignore[misc]
+                    [p.label or "" for p in held],  # itself (compare refuses a missing label in the first list)
                     gold=[p.gold for p in held],
                 )
                 if held
@@ -127,7 +131,7 @@ def distill(ctx: RunContext, *, force: bool = False) -> StageResult:
         key = fingerprint(task.settings("student", "training", "teacher", "split"), store.digest(teacher.fingerprint))
         fresh = run.up_to_date("distill", key, run.student / "model.safetensors", run.report("student"))
         if not force and broadcast(fresh):
-            report: AgreementReport = broadcast(AgreementReport.load(run.report("student")) if is_main() else None)
+            report = broadcast(AgreementReport.load(run.report("student")) if is_main() else None)
             report.threshold, report.rule = task.agreement.threshold, task.agreement.rule
             if is_main():
                 report.save(run.report("student"))
@@ -173,7 +177,7 @@ def export(ctx: RunContext, *, force: bool = False) -> StageResult:
     from .student import StudentRunner
 
     run.invalidate("export")
-    texts, encode = ctx.heldout_texts, ctx.encoder
+    texts, encode = ctx.eval_texts, ctx.encoder
     samples = [encode(texts[:1]), encode(texts[1:9]), encode(texts[9:73])]
     with run.staged(run.onnx.parent) as folder:
         onnx = folder / run.onnx.name
@@ -187,7 +191,7 @@ def export(ctx: RunContext, *, force: bool = False) -> StageResult:
     np.save(buf, reference)
     write_atomic(run.student_logits, buf.getvalue())
     report = ctx.report("onnx", logits, reference)
-    report.details = {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": size}
+    report.details |= {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": size}
     report.save(run.report("onnx"))
     outputs = [run.onnx.parent, run.student_logits]  # onnx.json: re-judged when skipped
     run.finish("export", key, outputs, onnx_sha256=sha256_file(run.onnx))

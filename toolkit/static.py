@@ -28,7 +28,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_utils import PreTrainedModel
 
-from .student import prune_tokenizer
+from .student import is_classifier, prune_tokenizer
 
 MODEL_TYPE = "tsd-edge-static"
 DEFAULT_WIDTH = 256  # model2vec's own default PCA width
@@ -37,9 +37,17 @@ DEFAULT_WIDTH = 256  # model2vec's own default PCA width
 class StaticConfig(PretrainedConfig):
     model_type = MODEL_TYPE
 
-    def __init__(self, vocab_size: int = 1, hidden_size: int = DEFAULT_WIDTH, teacher_dim: int = 384, **kw: Any):
+    def __init__(
+        self,
+        vocab_size: int = 1,
+        hidden_size: int = DEFAULT_WIDTH,
+        teacher_dim: int = 384,
+        kind: str = "classify",
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self.vocab_size, self.hidden_size, self.teacher_dim = vocab_size, hidden_size, teacher_dim
+        self.kind = kind  # embed: no head, the output is the sentence embedding itself
 
 
 class StaticStudent(PreTrainedModel):
@@ -50,7 +58,7 @@ class StaticStudent(PreTrainedModel):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.project = nn.Linear(config.hidden_size, config.teacher_dim)
-        self.head = nn.Linear(config.teacher_dim, config.num_labels)
+        self.head = nn.Linear(config.teacher_dim, config.num_labels) if is_classifier(config) else None  # type: ignore[arg-type]  # set for a classifier
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -66,7 +74,7 @@ class StaticStudent(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = nn.functional.normalize(self.project(self.pool(input_ids, attention_mask)), dim=-1)
-        return self.head(embedding), embedding
+        return (embedding if self.head is None else self.head(embedding)), embedding
 
 
 def distilled_vectors(teacher_dir: Path, kept: list[int], width: int) -> np.ndarray:
@@ -94,21 +102,24 @@ def build_static(
     *,
     teacher_dir: Path,
     labels: list[str],
-    prototypes: np.ndarray,
+    prototypes: np.ndarray | None,
     teacher_temperature: float,
     texts: list[str],
     max_length: int,
     width: int | None = None,
     fit: tuple[list[str], np.ndarray] | None = None,
+    teacher_dim: int | None = None,
 ) -> tuple[StaticStudent, dict]:
     """A static student and its (pruned) tokenizer.json; `fit`: training texts and the teacher's embeddings
-    of them, to start the projection from their least-squares fit."""
+    of them, to start the projection from their least-squares fit. Without `prototypes` it embeds (kind: embed):
+    no head, its output is the embedding in `teacher_dim` dimensions."""
     tokenizer, kept = prune_tokenizer(teacher_dir / "tokenizer.json", texts, max_length)
     vectors = distilled_vectors(teacher_dir, kept, width or DEFAULT_WIDTH)
     config = StaticConfig(
         vocab_size=len(kept),
         hidden_size=vectors.shape[1],
-        teacher_dim=prototypes.shape[1],
+        teacher_dim=prototypes.shape[1] if prototypes is not None else (teacher_dim or vectors.shape[1]),
+        kind="classify" if prototypes is not None else "embed",
         pad_token_id=0,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -119,12 +130,15 @@ def build_static(
         model.embeddings.weight.copy_(torch.from_numpy(vectors))
         if fit is not None and len(fit[0]) >= vectors.shape[1]:
             _fit_projection(model, tokenizer, max_length, *fit)
-        model.head.weight.copy_(torch.from_numpy(prototypes / teacher_temperature))
-        model.head.bias.zero_()
+        if model.head is not None and prototypes is not None:
+            model.head.weight.copy_(torch.from_numpy(prototypes / teacher_temperature))
+            model.head.bias.zero_()
     return model, tokenizer
 
 
-def _fit_projection(model: StaticStudent, tokenizer: dict, max_length: int, texts: list[str], target: np.ndarray):
+def _fit_projection(
+    model: StaticStudent, tokenizer: dict, max_length: int, texts: list[str], target: np.ndarray
+) -> None:
     """Least squares from the pooled token vectors to the teacher's sentence embeddings (with a bias)."""
     import tempfile
 

@@ -244,12 +244,15 @@ class PairStore:
             if rule is None:
                 raise InputError(f"{self.path}: relevance was never scored for this teacher: run `tsd-edge collect`")
             threshold = float(rule["threshold"])
+        # an embed teacher (no labels) answers with its embedding: that is relevant-able, where a classify
+        # teacher's answer without a label ("none of these") never is
+        embeds = not self.labels(fingerprint)
         with self.db:
             self.db.execute(
                 # a rejected answer, or one of "none of these" (no label), is never relevant, whatever its score
-                "UPDATE pairs SET relevant = (status = 'ok' AND label IS NOT NULL"
+                "UPDATE pairs SET relevant = (status = 'ok' AND (label IS NOT NULL OR (? AND embedding IS NOT NULL))"
                 " AND (relevance IS NULL OR relevance >= ?)) WHERE teacher=?",
-                (threshold, fingerprint),
+                (int(embeds), threshold, fingerprint),
             )
 
     def pairs(
@@ -314,13 +317,26 @@ class PairStore:
         q = f"SELECT input_hash, input, embedding FROM pairs WHERE teacher=? AND status='ok'{where}"
         return list(self.db.execute(q, (fingerprint,)))
 
-    def set_scores(self, fingerprint: str, keys: list[str], scores: Any, embeddings: Any) -> None:
-        """Relevance scores, and the embeddings they were computed from where a pair had none, in one transaction."""
+    def set_scores(self, fingerprint: str, keys: list[str], scores: Any, embeddings: Any = None) -> None:
+        """Relevance scores, and the embeddings they were computed from where a pair had none (`embeddings`
+        None: the scores alone; an embed task's `embedding` is the teacher's answer), in one transaction."""
         with self.db:
+            if embeddings is None:
+                self.db.executemany(
+                    "UPDATE pairs SET relevance=? WHERE teacher=? AND input_hash=?",
+                    [(float(v), fingerprint, k) for v, k in zip(scores, keys, strict=True)],
+                )
+                return
             self.db.executemany(
                 "UPDATE pairs SET relevance=?, embedding=COALESCE(embedding, ?) WHERE teacher=? AND input_hash=?",
                 [(float(v), _blob(e), fingerprint, k) for v, e, k in zip(scores, embeddings, keys, strict=True)],
             )
+
+    def embedding_dim(self, fingerprint: str) -> int | None:
+        """The length of the embeddings stored with this teacher's answers (None: none stored)."""
+        q = "SELECT LENGTH(embedding) FROM pairs WHERE teacher=? AND embedding IS NOT NULL LIMIT 1"
+        row = self.db.execute(q, (fingerprint,)).fetchone()
+        return None if row is None else int(row[0]) // 4
 
     def counts(self, fingerprint: str) -> dict[str, int]:
         """Counts by status, split and relevance: the figures a person checks first."""

@@ -34,9 +34,10 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 class StudentConfig(BertConfig):
     model_type = "tsd-edge-student"
 
-    def __init__(self, teacher_dim: int = 384, **kwargs: Any) -> None:
+    def __init__(self, teacher_dim: int = 384, kind: str = "classify", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.teacher_dim = teacher_dim
+        self.kind = kind  # embed: no head, the output is the sentence embedding itself
 
 
 class Student(PreTrainedModel):
@@ -48,7 +49,7 @@ class Student(PreTrainedModel):
         self.bert = BertModel(config, add_pooling_layer=False)
         dim = config.teacher_dim
         self.project = nn.Identity() if dim == config.hidden_size else nn.Linear(config.hidden_size, dim)
-        self.head = nn.Linear(dim, config.num_labels)
+        self.head = nn.Linear(dim, config.num_labels) if is_classifier(config) else None  # type: ignore[arg-type]  # set for a classifier
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -70,8 +71,13 @@ class Student(PreTrainedModel):
         return nn.functional.normalize(self.project(pooled), dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, embedding): the output is the logits, or for an embed student the embedding itself."""
         embedding = self.encode(input_ids, attention_mask)
-        return self.head(embedding), embedding
+        return (embedding if self.head is None else self.head(embedding)), embedding
+
+
+def is_classifier(config: Any) -> bool:
+    return getattr(config, "kind", "classify") == "classify"
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -115,10 +121,11 @@ def build_student(
     init: str,
     teacher_dir: Path,
     labels: list[str],
-    prototypes: np.ndarray,
+    prototypes: np.ndarray | None,
     teacher_temperature: float,
     texts: list[str],
     layers: int,
+    teacher_dim: int | None = None,
     max_length: int,
     prune_vocab: bool = True,
     teacher_layers: list[int] | None = None,
@@ -127,7 +134,10 @@ def build_student(
     heads: int | None = None,
     intermediate: int | None = None,
 ) -> tuple[Student, dict]:
-    """A student and its tokenizer.json (as a dict); see the module docstring for what `init` does."""
+    """A student and its tokenizer.json (as a dict); see the module docstring for what `init` does.
+
+    With `prototypes` (one unit vector per label) it classifies; without, it embeds: its output is its sentence
+    embedding in `teacher_dim` dimensions, the teacher's (kind: embed)."""
     tokenizer_json = teacher_dir / "tokenizer.json"
     if prune_vocab:
         tokenizer, kept = prune_tokenizer(tokenizer_json, texts, max_length)
@@ -151,7 +161,8 @@ def build_student(
     if hidden % heads:
         raise InputError(f"student.hidden={hidden} is not a multiple of student.heads={heads}")
     config = StudentConfig(
-        teacher_dim=prototypes.shape[1],
+        teacher_dim=prototypes.shape[1] if prototypes is not None else (teacher_dim or teacher_cfg["hidden_size"]),
+        kind="classify" if prototypes is not None else "embed",
         vocab_size=len(kept),
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -177,9 +188,10 @@ def build_student(
         if len(chosen) != layers or not all(0 <= i < depth for i in chosen):
             raise InputError(f"student.teacher_layers={chosen}: give {layers} distinct layer indices in 0..{depth - 1}")
         _copy_teacher(model, teacher_dir, kept, chosen, max_length)
-    with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(prototypes / teacher_temperature))
-        model.head.bias.zero_()
+    if model.head is not None and prototypes is not None:
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(prototypes / teacher_temperature))
+            model.head.bias.zero_()
     return model, tokenizer
 
 
@@ -239,11 +251,11 @@ def _project_teacher_embeddings(model: Student, teacher_dir: Path, kept: list[in
         )
 
 
-def save_student(model: Student, tokenizer: dict, out: Path) -> None:
+def save_student(model: PreTrainedModel, tokenizer: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     (out / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)] if is_classifier(model.config) else []  # type: ignore[index, arg-type]  # set for a classifier
     (out / "labels.json").write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
 
 
@@ -263,7 +275,7 @@ def load_student(path: Path) -> Student:
 class StudentRunner:
     """The PyTorch student behind the same `run(batch) -> logits` interface as a compiled artifact."""
 
-    def __init__(self, model: Student, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: PreTrainedModel, device: torch.device | str = "cpu") -> None:
         self.model, self.device = model, torch.device(device)
 
     @classmethod

@@ -11,9 +11,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .energy import joules, rapl_uj
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..runtime.artifact import Batch
 
 
 class Worker:
@@ -78,7 +83,7 @@ class _Timed:
     def __init__(self, runner: Any) -> None:
         self.runner, self.seconds = runner, 0.0
 
-    def run(self, batch: dict) -> Any:
+    def run(self, batch: Batch) -> np.ndarray:
         t0 = time.perf_counter()
         try:
             return self.runner.run(batch)
@@ -102,12 +107,12 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | 
         from ..teachers import load_teacher
 
         teacher = load_teacher(load_task(Path(spec["task"])))
-        params = None
+        params: int | None = None
         if hasattr(teacher, "prototypes"):
             from ..encoder import load_encoder
 
             _ = teacher.prototypes
-            params = sum(p.numel() for p in load_encoder(teacher.model).parameters())
+            params = sum(p.numel() for p in load_encoder(teacher.spec["model"]).parameters())
         return (lambda texts: [r.label for r in teacher.answer(texts)]), None, params
     from ..runtime.infer import predict_logits
     from ..runtime.tokenizer import TextEncoder
@@ -117,7 +122,7 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | 
 
         folder = Path(spec["student"])
         runner: Any = StudentRunner.load(folder)
-        params: int | None = count_parameters(runner.model)
+        params = count_parameters(runner.model)
         encode = TextEncoder(folder / "tokenizer.json", spec["max_length"])
         labels = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     else:

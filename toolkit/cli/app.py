@@ -90,7 +90,10 @@ def rich_bar(description: str, total: int) -> Iterator[Any]:
 
         class Bar:
             def advance(self, n: int = 1, rate: Optional[str] = None) -> None:
-                bars.update(task, advance=n, **({} if rate is None else {"rate": rate}))
+                if rate is None:
+                    bars.update(task, advance=n)
+                else:
+                    bars.update(task, advance=n, rate=rate)
 
             def describe(self, text: str) -> None:
                 bars.update(task, description=text)

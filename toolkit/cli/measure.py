@@ -81,11 +81,24 @@ def bench(
             remote = SshDevice.parse(device, identity, known_hosts)
         t, run_dir = load(task, workdir)
         err = console(stderr=True)
-        sizes = {"repeats": repeats, "queries": queries, "batches": batches, "batch_size": batch_size, "bucket": bucket}
-        prices = {"price_kwh": price_kwh, "price_hour": price_hour}
-        prices |= {"price_input_mtok": price_input_mtok, "price_output_mtok": price_output_mtok}
         say = lambda msg: err.print(f"[dim]{msg}[/]")  # noqa: E731
-        result = measure(t, run_dir, targets=target, threads=threads, progress=say, device=remote, **sizes, **prices)
+        result = measure(
+            t,
+            run_dir,
+            targets=target,
+            threads=threads,
+            repeats=repeats,
+            queries=queries,
+            batches=batches,
+            batch_size=batch_size,
+            bucket=bucket,
+            price_kwh=price_kwh,
+            price_hour=price_hour,
+            price_input_mtok=price_input_mtok,
+            price_output_mtok=price_output_mtok,
+            progress=say,
+            device=remote,
+        )
         console().print(table(result))
         for name, r in result.ratios.items():
             console().print(f"{name}: " + ", ".join(f"{k} {v:.1f}×" for k, v in r.items()), soft_wrap=True)

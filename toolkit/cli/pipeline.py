@@ -105,7 +105,7 @@ def check(task: TaskArg, target: Target = "cpu-x86", workdir: Workdir = None, fo
         ctx = context(task, workdir)
         result = check_stage(ctx, target, force=force)
         show(result)
-        return 0 if verdict(ctx, result.report) is None else 1
+        return 0 if result.report is not None and verdict(ctx, result.report) is None else 1
 
     guard(body)
 

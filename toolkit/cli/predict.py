@@ -1,9 +1,10 @@
-"""`tsd-edge predict PKG [TEXT ...]`: answer queries with a package, one JSON line per input."""
+"""`tsd-edge predict PKG [TEXT ...]`: answer queries with a package, one JSON line per input (a label, or for an
+embed package the embedding; `--out x.npy` writes the embeddings as one float32 array instead)."""
 
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import typer
 
@@ -48,6 +49,8 @@ def hybrid(model: Any, task_file: Path, workdir: Optional[Path], store: bool) ->
     """The package's student in front of the task's teacher (toolkit/hybrid.py; the training side: Python 3.11)."""
     from ..errors import InputError
 
+    if model.kind != "classify":  # before the Python check: on any Python the answer is no
+        raise InputError(f"--teacher applies to classify packages; {model.name} is an {model.kind} package: drop it")
     require_training_side("--teacher")
     from ..hybrid import Hybrid
     from .app import load as load_task
@@ -58,13 +61,43 @@ def hybrid(model: Any, task_file: Path, workdir: Optional[Path], store: bool) ->
     return Hybrid(model, task, store=run.pairs if store else None)
 
 
+def check_options(model: Any, top_k: int, out: Optional[Path]) -> None:
+    """The options that fit the package's kind, or InputError naming the one that does not."""
+    from ..errors import InputError
+
+    if model.kind == "embed" and top_k != 1:
+        raise InputError("--top-k lists labels; an embed package answers with vectors: drop --top-k")
+    if out is not None:
+        if model.kind != "embed":
+            raise InputError(f"--out writes embeddings; {model.name} is a {model.kind} package: drop --out")
+        if out.suffix != ".npy":
+            raise InputError(f"--out {out}: give a file name ending in .npy")
+        if not out.parent.is_dir():
+            raise InputError(f"--out {out}: the folder {out.parent} does not exist")
+
+
+def save_npy(path: Path, rows: List[Any], dim: int) -> None:
+    """The embeddings as one float32 [n, dim] .npy (np.load reads it), written whole or not at all."""
+    import numpy as np
+
+    array = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+    partial.replace(path)
+
+
 @app.command(rich_help_panel=SHIP)
 def predict(
     package: Annotated[Path, typer.Argument(help="the .tsdpkg to answer with")],
     texts: Annotated[
-        Optional[List[str]], typer.Argument(help="texts to classify [default: one per line on stdin]")
+        Optional[List[str]], typer.Argument(help="texts to answer [default: one per line on stdin]")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="also list the K most likely labels")] = 1,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="embed packages: write the embeddings to this .npy (float32 [n, dim], input order)"),
+    ] = None,
     trust: Annotated[Optional[Path], typer.Option(help="ed25519 public key the package must be signed with")] = None,
     threads: Annotated[Optional[int], typer.Option(help="inference threads [default: the runtime's]")] = None,
     batch_size: Annotated[int, typer.Option(help="texts per model call when reading stdin")] = 64,
@@ -74,28 +107,50 @@ def predict(
 ) -> None:
     """Answer TEXT... (or stdin: JSON lines with "text", or plain lines) with the package's artifact: one JSON
     line per input with the label, its score and the package's name and target. With a deploy: rule in the
-    package each line also says who answered (student, teacher with --teacher, or deferred) and the confidence."""
+    package each line also says who answered (student, teacher with --teacher, or deferred) and the confidence.
+    An embed package answers each input with its embedding (unit length, the package's dim); with --out the
+    embeddings go to a .npy file and each line gives the input's row in it."""
 
     def body() -> None:
         from ..runtime import load
 
         with load(package, trust=trust, threads=threads) as loaded:
+            check_options(loaded, top_k, out)
             model = hybrid(loaded, teacher, workdir, store) if teacher else loaded
             source = {"package": loaded.name, "target": loaded.target}
-            out = sys.stdout
+            stdout = sys.stdout
             chunk: List[str] = []
+            saved: List[Any] = []  # --out: each chunk's embeddings
+            row = [0]
+
+            def answers() -> Iterator[Dict[str, Any]]:
+                if loaded.kind != "embed":
+                    for pred in model.predict(chunk, top_k=top_k):
+                        yield pred.to_dict()
+                    return
+                vectors = loaded.embed(chunk)
+                if out is None:
+                    for vector in vectors:
+                        yield {"embedding": vector.tolist()}
+                    return
+                saved.append(vectors)
+                start, row[0] = row[0], row[0] + len(vectors)
+                for i in range(len(vectors)):
+                    yield {"row": start + i}
 
             def flush() -> None:
-                for text, pred in zip(chunk, model.predict(chunk, top_k=top_k)):
-                    out.write(json.dumps({"text": text, **pred.to_dict(), **source}, ensure_ascii=False) + "\n")
-                out.flush()
+                for text, answer in zip(chunk, answers()):
+                    stdout.write(json.dumps({"text": text, **answer, **source}, ensure_ascii=False) + "\n")
+                stdout.flush()
                 chunk.clear()
 
-            for text in texts if texts else read_inputs(sys.stdin):  # type: ignore[arg-type]
+            for text in texts if texts else read_inputs(sys.stdin):
                 chunk.append(text)
                 if len(chunk) >= batch_size:
                     flush()
             if chunk:
                 flush()
+            if out is not None:
+                save_npy(out, saved, loaded.dim or 0)
 
     guard(body)

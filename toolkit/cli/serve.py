@@ -61,7 +61,7 @@ def with_teacher(models: Dict[str, Any], task_file: Path, workdir: Optional[Path
     from .predict import hybrid, require_training_side
 
     require_training_side("--teacher")
-    names = {getattr(m, "name", None) for m in models.values()}
+    names = {str(getattr(m, "name", None)) for m in models.values()}
     matched = {key: m for key, m in models.items() if getattr(m, "name", None) == _task_name(task_file)}
     if not matched:
         raise InputError(f"--teacher {task_file}: no served package is of that task (served: {sorted(names)})")

@@ -10,7 +10,8 @@ batch held more than one request. A lone request on an idle server runs at once,
 single client nothing. `max_batch=1` turns batching off: one model call per request, in arrival order.
 
 Any object with `predict(texts, top_k)` whose answers have `.label`, `.score` and `.top_k` (a list of
-(label, score)) can be batched: the runtime's `Model`, or a teacher behind an adapter.
+(label, score)) can be batched: the runtime's `Model`, or a teacher behind an adapter. A model of `kind` "embed"
+is called through `embed_counted(texts)` instead, and each text's answer is its `Embedded` vector and token count.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ class _Item:
         self.future = future
 
 
+class Embedded:
+    """One text's answer from an embed model: its vector (float32, unit length) and the tokens the model read."""
+
+    __slots__ = ("tokens", "vector")
+
+    def __init__(self, vector: Any, tokens: int) -> None:
+        self.vector = vector
+        self.tokens = tokens
+
+
 def answer_dict(pred: Any, top_k: int) -> Answer:
     """One prediction as the JSON the server returns (rounded as `Prediction.to_dict` rounds)."""
     out: Answer = {"label": str(pred.label), "score": round(float(pred.score), 6)}
@@ -73,6 +84,7 @@ class Batcher:
         self.max_delay = max(0.0, max_delay_ms) / 1000.0
         self.arrivals = arrivals or Arrivals()
         self.observe = observe  # (texts, requests, seconds) of each model call
+        self.embeds = getattr(model, "kind", "classify") == "embed"
         self._queue: collections.deque[_Item] = collections.deque()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="tsd-serve-model")
         self._wakeup: asyncio.Event | None = None
@@ -90,14 +102,15 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._run())
         self.running = True
 
-    async def submit(self, texts: list[str], top_k: int = 1) -> list[Answer]:
-        """The answers for `texts`, in order, once the batch holding them has run."""
+    async def submit(self, texts: list[str], top_k: int = 1) -> list[Any]:
+        """The answers for `texts`, in order, once the batch holding them has run: `answer_dict`s, or for an
+        embed model `Embedded`s."""
         if self._closing or self._wakeup is None:
             raise Closing("the server is shutting down")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(texts, top_k, future))
         self._wakeup.set()
-        result: list[Answer] = await future
+        result: list[Any] = await future
         return result
 
     async def close(self) -> None:
@@ -178,10 +191,14 @@ class Batcher:
             ordered[index] = preds[position]
         start = 0
         for item in live:
-            answers = [answer_dict(p, item.top_k) for p in ordered[start : start + len(item.texts)]]
+            mine = ordered[start : start + len(item.texts)]
+            answers = mine if self.embeds else [answer_dict(p, item.top_k) for p in mine]
             start += len(item.texts)
             if not item.future.done():
                 item.future.set_result(answers)
 
     def _predict(self, texts: list[str], top_k: int) -> list[Any]:
+        if self.embeds:
+            vectors, tokens = self.model.embed_counted(texts)
+            return [Embedded(v, n) for v, n in zip(vectors, tokens)]
         return list(self.model.predict(texts, top_k=top_k))

@@ -5,7 +5,8 @@ Request: one BYTES input tensor of texts (any name and shape; its elements, row-
     {"id": "1", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}],
      "outputs": [{"name": "label"}, {"name": "score"}]}
 
-Response: `label` (BYTES, shape [N]) and `score` (FP32, shape [N]) for the N texts.
+Response: `label` (BYTES, shape [N]) and `score` (FP32, shape [N]) for the N texts; from an embed model one
+`embedding` tensor (FP32, shape [N, dim], row-major).
 
 Triton's binary tensor data extension is understood both ways, because `tritonclient` uses it by default:
 the JSON header is followed by raw tensor bytes (the `Inference-Header-Content-Length` header gives the JSON's
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import Any, List, Tuple
 
 HEADER_LENGTH = "inference-header-content-length"
 OUTPUTS = ("label", "score")
+EMBED_OUTPUTS = ("embedding",)
+# datatype, shape, binary bytes, JSON data; typing.Tuple, not tuple[...]: an alias is evaluated, also on Python 3.8
+Tensor = Tuple[str, List[int], bytes, List[Any]]
 
 
 class ProtocolError(Exception):
@@ -79,8 +83,11 @@ def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
-def parse_request(body: bytes, header_length: str | None) -> tuple[str | None, list[str], list[str], bool]:
-    """(request id, texts, outputs wanted, send them binary) from an infer request's body, or ProtocolError."""
+def parse_request(
+    body: bytes, header_length: str | None, outputs: tuple[str, ...] = OUTPUTS
+) -> tuple[str | None, list[str], list[str], bool]:
+    """(request id, texts, outputs wanted, send them binary) from an infer request's body, or ProtocolError.
+    `outputs`: the model's output names (OUTPUTS for classify, EMBED_OUTPUTS for embed)."""
     binary = b""
     if header_length is not None:
         try:
@@ -147,23 +154,24 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[str | None, l
     if len(texts) != count:
         raise ProtocolError(400, f"input {name!r}: shape {shape} holds {count} elements but {len(texts)} were sent")
 
-    wanted = list(OUTPUTS)
+    wanted = list(outputs)
     binary_out = params.get("binary_data_output") is True
-    outputs = request.get("outputs")
-    if outputs is not None:
-        if not isinstance(outputs, list):
+    asked = request.get("outputs")
+    if asked is not None:
+        if not isinstance(asked, list):
             raise ProtocolError(400, "'outputs' must be a list of {\"name\": ...}")
         wanted = []
         binary_out = False
-        for out in outputs:
+        for out in asked:
             if not isinstance(out, dict) or not isinstance(out.get("name"), str):
                 raise ProtocolError(400, "each requested output needs a 'name' string")
-            if out["name"] not in OUTPUTS:
-                raise ProtocolError(400, f"unknown output {out['name']!r}: this model gives 'label' and 'score'")
+            if out["name"] not in outputs:
+                gives = " and ".join(repr(name) for name in outputs)
+                raise ProtocolError(400, f"unknown output {out['name']!r}: this model gives {gives}")
             wanted.append(out["name"])
             binary_out = binary_out or _parameters(out, f"output {out['name']!r}").get("binary_data") is True
         if not wanted:
-            wanted = list(OUTPUTS)
+            wanted = list(outputs)
     return request_id, texts, wanted, binary_out
 
 
@@ -172,18 +180,33 @@ def response(
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary tensors follow it."""
     n = len(answers)
-    tensors: dict[str, tuple[str, bytes, list[Any]]] = {}
+    tensors: dict[str, Tensor] = {}
     if "label" in wanted:
         labels = [str(a["label"]) for a in answers]
-        tensors["label"] = ("BYTES", encode_bytes_tensor(labels) if binary else b"", labels)
+        tensors["label"] = ("BYTES", [n], encode_bytes_tensor(labels) if binary else b"", labels)
     if "score" in wanted:
         scores = [float(a["score"]) for a in answers]
-        tensors["score"] = ("FP32", struct.pack(f"<{n}f", *scores) if binary else b"", scores)
+        tensors["score"] = ("FP32", [n], struct.pack(f"<{n}f", *scores) if binary else b"", scores)
+    return _assemble(model, request_id, [(name, *tensors[name]) for name in wanted], binary)
+
+
+def embedding_response(model: str, request_id: str | None, vectors: Any, binary: bool) -> tuple[bytes, int | None]:
+    """An embed model's response: `embedding`, FP32 [n, dim] (`vectors`: a float32 numpy array)."""
+    import numpy as np
+
+    array = np.ascontiguousarray(vectors, dtype="<f4")
+    raw = array.tobytes() if binary else b""
+    data = [] if binary else array.ravel().tolist()
+    return _assemble(model, request_id, [("embedding", "FP32", list(array.shape), raw, data)], binary)
+
+
+def _assemble(
+    model: str, request_id: str | None, tensors: list[tuple[str, str, list[int], bytes, list[Any]]], binary: bool
+) -> tuple[bytes, int | None]:
     outputs = []
     tail = []
-    for name in wanted:
-        datatype, raw, data = tensors[name]
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [n]}
+    for name, datatype, shape, raw, data in tensors:
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if binary:
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)

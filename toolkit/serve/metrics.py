@@ -13,7 +13,17 @@ _ROUTES = [
     (re.compile(r"^/v2/models/[^/]+/ready$"), "/v2/models/{name}/ready"),
     (re.compile(r"^/v2/models/[^/]+$"), "/v2/models/{name}"),
 ]
-_FIXED = {"/health", "/ready", "/metrics", "/v1/classify", "/v1/models", "/v2", "/v2/health/live", "/v2/health/ready"}
+_FIXED = {
+    "/health",
+    "/ready",
+    "/metrics",
+    "/v1/classify",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+}
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -66,7 +76,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.texts = Counter("tsd_serve_texts", "Texts classified", ["model"], registry=self.registry)
+        self.texts = Counter(
+            "tsd_serve_texts", "Texts answered (classified or embedded)", ["model"], registry=self.registry
+        )
         self.queued = Gauge(
             "tsd_serve_queued_requests", "Requests waiting for a batch", ["model"], registry=self.registry
         )

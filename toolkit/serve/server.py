@@ -38,7 +38,7 @@ def url_of(sock: socket.socket) -> str:
 def _server_class() -> Any:
     import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc]
+    class Server(uvicorn.Server):
         """uvicorn's server, except that a SIGTERM/SIGINT that stopped it gracefully is not raised again
         afterwards (uvicorn >= 0.29 re-raises it, killing the process before models are closed and their
         temporary folders removed): `serve` returns and the command exits 0."""
@@ -75,7 +75,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=grace,
+        timeout_graceful_shutdown=grace,  # type: ignore[arg-type]  # typed int; a float works (asyncio.wait_for)
         limit_concurrency=max_connections,
         server_header=False,
     )
@@ -88,5 +88,5 @@ def serve(
             if server.started:
                 on_started()
 
-        server.startup = announce  # type: ignore[method-assign]
+        server.startup = announce
     server.run(sockets=[sock])

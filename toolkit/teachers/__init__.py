@@ -7,14 +7,17 @@ A teacher that answers out of order (a remote endpoint with many requests in fli
 then stores answers as they come instead of a batch at a time.
 
 Response statuses:
-- `ok`: an answer in the task's output space (`label` is None when the teacher said "none of these":
-  stored, never trained on);
+- `ok`: an answer in the task's output space. Classify: a `label` (None when the teacher said "none of
+  these": stored, never trained on). Embed (`kind: embed`): `label` None and `embedding` the input's
+  unit-length float32 sentence embedding, in the teacher's own space and dimension;
 - `rejected`: an answer that could not be parsed into the output space; stored with `raw` and
   `reason`, never trained on, never asked again;
 - `failed`: no answer (retries exhausted, budget spent); not stored, asked again by the next run.
 
 The registry maps a `teacher.kind` to "module:attr", imported only when used, so a teacher's
-dependencies are needed only by those who use it.
+dependencies are needed only by those who use it; `EMBED_REGISTRY` overrides it for an embed task where
+the kind answers embed tasks with another class. An embed teacher's `spec` says `"task": "embed"`, so it
+never shares a fingerprint (and pairs) with a classify teacher over the same model.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 import numpy as np
 
@@ -68,13 +71,16 @@ class Teacher(Protocol):
 class Embeds(Protocol):
     """A capability: a teacher that answers by embedding (its answers carry sentence embeddings). It has one
     unit vector per task label (`prototypes`, in the task's label order) and the temperature its scores are
-    softened with. Shared code asks `can_embed(teacher)`, never the teacher's kind."""
+    softened with. Shared code asks `can_embed(teacher)`, never the teacher's kind.
+
+    The name says less than it means: `can_embed` is "answers by label prototypes". An embed task's teacher
+    returns sentence embeddings but has no labels, hence no prototypes, and is not `Embeds`."""
 
     prototypes: np.ndarray
     temperature: float
 
 
-def can_embed(teacher: Any) -> bool:
+def can_embed(teacher: Any) -> TypeGuard[Embeds]:
     return isinstance(teacher, Embeds)
 
 
@@ -88,18 +94,25 @@ REGISTRY: dict[str, str] = {
     "python": "tsd_edge.teachers.python:PythonTeacher",
     "hf": "tsd_edge.teachers.hf:HFTeacher",
 }
+# kind: embed, where the answer is another class's job (hf and python answer both kinds themselves)
+EMBED_REGISTRY: dict[str, str] = {
+    "embedding": "tsd_edge.teachers.embedding:EncoderTeacher",
+    "openai": "tsd_edge.teachers.openai_embed:OpenAIEmbedTeacher",
+}
 
 
 def load_teacher(task: Task) -> Teacher:
     kind = task.teacher.kind
     if kind not in REGISTRY:
         raise InputError(f"unknown teacher kind '{kind}': use one of {', '.join(sorted(REGISTRY))}")
-    module, attr = REGISTRY[kind].split(":")
+    where = EMBED_REGISTRY.get(kind, REGISTRY[kind]) if task.kind == "embed" else REGISTRY[kind]
+    module, attr = where.split(":")
     cls = getattr(importlib.import_module(module), attr)
     return cls(task)
 
 
 __all__ = [
+    "EMBED_REGISTRY",
     "REGISTRY",
     "Embeds",
     "Response",

@@ -8,6 +8,10 @@ label mapped to null means "none of these"; for `zero-shot-classification` the s
 labels (their descriptions with `use_descriptions`, else their names with `_` as spaces) put in
 `hypothesis_template`. No hub access: `model` is a local folder (config.json, weights, tokenizer).
 
+`feature-extraction` answers an embed task: each input's token vectors (the model's last hidden state) are
+averaged over its attention mask and made unit length, as sentence-transformers' mean pooling and
+Normalize do (a sentence-transformers folder such as all-MiniLM-L6-v2 gives its own embeddings, within 1e-5).
+
 The fingerprint covers the pipeline settings, the labels, config.json and, for each weights file,
 its size and the SHA-256 of its first and last MiB (hashing many GB on every run would be slow).
 """
@@ -61,8 +65,11 @@ class HFTeacher:
             "hypothesis_template": spec.hypothesis_template if spec.pipeline == "zero-shot-classification" else None,
             "max_length": spec.max_length,
         }
+        if spec.pipeline == "feature-extraction":
+            self.spec |= {"task": "embed", "pooling": "mean", "normalize": True}
         self.fingerprint = hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
         self._pipe: Any = None
+        self._model: Any = None  # feature-extraction: (tokenizer, model, device)
 
     def _map(self, model_labels: list[str]) -> dict[str, str | None]:
         task_keys = {normalise(name): name for name in self.labels}
@@ -85,24 +92,46 @@ class HFTeacher:
             raise InputError(f"teacher.model: no model label for task label(s) {', '.join(missing[:5])}; fix label_map")
         return mapping
 
+    def _device(self) -> str:
+        try:
+            import torch
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            raise RuntimeMissingError("the hf teacher", "transformers") from None
+        hf_logging.disable_progress_bar()
+        device = self.cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("teacher.device is cuda but no CUDA device is visible; use device: auto or cpu")
+        return device
+
     @property
     def pipe(self) -> Any:
         if self._pipe is None:
-            try:
-                import torch
-                from transformers import pipeline
-                from transformers.utils import logging as hf_logging
-            except ImportError:
-                raise RuntimeMissingError("the hf teacher", "transformers") from None
-            hf_logging.disable_progress_bar()
-            device = self.cfg.device
-            if device == "auto":
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            if device == "cuda" and not torch.cuda.is_available():
-                raise InputError("teacher.device is cuda but no CUDA device is visible; use device: auto or cpu")
-            kwargs = {"top_k": None} if self.cfg.pipeline == "text-classification" else {}
-            self._pipe = pipeline(self.cfg.pipeline, model=str(self.folder), device=device, **kwargs)
+            device = self._device()
+            from transformers import pipeline
+
+            kwargs: dict[str, Any] = {"top_k": None} if self.cfg.pipeline == "text-classification" else {}
+            make: Any = pipeline  # its overloads want a literal task name; ours comes from the task file
+            self._pipe = make(self.cfg.pipeline, model=str(self.folder), device=device, **kwargs)
         return self._pipe
+
+    @property
+    def encoder(self) -> tuple[Any, Any, str]:
+        """feature-extraction: the tokenizer and the bare model, run by hand (see `_embed`)."""
+        if self._model is None:
+            device = self._device()
+            from transformers import AutoModel, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+            model = AutoModel.from_pretrained(str(self.folder)).to(device).eval()
+            self._model = (tokenizer, model, device)
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.encoder[0] if self.cfg.pipeline == "feature-extraction" else getattr(self.pipe, "tokenizer", None)
 
     def answer(self, batch: list[str]) -> list[Response]:
         texts = list(batch)
@@ -114,7 +143,9 @@ class HFTeacher:
         order = self._by_length(texts)
         sorted_texts = [texts[i] for i in order]
         cfg = self.cfg
-        if cfg.pipeline == "text-classification":
+        if cfg.pipeline == "feature-extraction":
+            answers = [Response(label=None, embedding=e) for e in self._embed(sorted_texts)]
+        elif cfg.pipeline == "text-classification":
             out = self.pipe(sorted_texts, batch_size=cfg.batch_size, truncation=True, max_length=cfg.max_length)
             answers = [self._classified(scores) for scores in out]
         else:
@@ -134,13 +165,36 @@ class HFTeacher:
 
     def _by_length(self, texts: list[str]) -> list[int]:
         """Indices of `texts`, most tokens first (characters when the pipeline has no fast tokenizer)."""
-        tokenizer = getattr(self.pipe, "tokenizer", None)
+        tokenizer = self.tokenizer
         if getattr(tokenizer, "is_fast", False):  # a few ms per thousand texts
-            ids = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]  # type: ignore[misc]
+            ids = tokenizer(texts, truncation=True, max_length=self.cfg.max_length)["input_ids"]
             lengths = [len(x) for x in ids]
         else:
             lengths = [len(t) for t in texts]
         return sorted(range(len(texts)), key=lambda i: -lengths[i])
+
+    def _embed(self, texts: list[str]) -> list[np.ndarray]:
+        """Mean-pooled, unit-length sentence embeddings, `batch_size` texts a forward pass.
+
+        By hand rather than through transformers' `feature-extraction` pipeline: the pipeline returns token
+        vectors, not a sentence vector, and leaves out the attention mask the mean must be taken over.
+        """
+        import torch
+
+        tokenizer, model, device = self.encoder
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.cfg.batch_size):
+                batch = texts[start : start + self.cfg.batch_size]
+                enc = tokenizer(
+                    batch, padding=True, truncation=True, max_length=self.cfg.max_length, return_tensors="pt"
+                ).to(device)
+                tokens = model(**enc).last_hidden_state.float()
+                mask = enc["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+                mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                unit = torch.nn.functional.normalize(mean, p=2, dim=1)
+                out.extend(unit.cpu().numpy().astype(np.float32))
+        return out
 
     def _classified(self, scores: list[dict[str, Any]]) -> Response:
         probs = np.zeros(len(self.labels), dtype=np.float64)

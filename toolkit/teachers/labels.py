@@ -51,8 +51,8 @@ class LabelParser:
             if not isinstance(obj, dict) or not isinstance(obj.get(json_field), str):
                 return Parsed(None, f"answer has no string '{json_field}' field")
             text = obj[json_field]
-            key = raw.find(f'"{json_field}"')
-            offset = raw.find(json.dumps(text)[1:-1], key + len(json_field) + 2) if key >= 0 else -1
+            at = raw.find(f'"{json_field}"')
+            offset = raw.find(json.dumps(text)[1:-1], at + len(json_field) + 2) if at >= 0 else -1
             if offset < 0:
                 offset = 0
                 raw = text  # escapes or odd spacing: no reliable span in the raw text
@@ -61,11 +61,11 @@ class LabelParser:
             text = text.strip()
         if not text.strip():
             return Parsed(None, "empty answer")
-        key = normalise(text)
-        if self.allow_none and key in (NONE, "none of these", "none of the above"):
+        name = normalise(text)
+        if self.allow_none and name in (NONE, "none of these", "none of the above"):
             return Parsed(None, None, (offset, offset + len(text)))
-        if key in self.lookup:
-            return Parsed(self.lookup[key], None, (offset, offset + len(text)))
+        if name in self.lookup:
+            return Parsed(self.lookup[name], None, (offset, offset + len(text)))
         return Parsed(None, f"answer {text[:80]!r} is not one of the task's labels")
 
 

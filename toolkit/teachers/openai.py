@@ -10,6 +10,8 @@ collection (wrong key, URL or model: every call would fail alike). Other 4xx ans
 long for the model) are stored as rejected with the server's message. The key is read from the
 environment variable `api_key_env` and lives only in the client's headers: it is in no spec,
 fingerprint, log, error or store.
+
+An embed task asks `/embeddings` instead, with the same machinery (`_post`, `_run`): openai_embed.py.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import InputError
@@ -43,15 +45,14 @@ class _Stop(Exception):
 
 
 class OpenAITeacher:
+    expected = "a chat completion"  # what a 200 body must be (for the retry's reason)
+
     def __init__(self, task: Task) -> None:
         spec = task.teacher
         assert isinstance(spec, OpenAITeacherSpec)
-        self.cfg = spec
         self.labels = task.label_names
         self.descriptions = {s.name: s.description for s in task.label_specs if s.description}
         self.parser = LabelParser(self.labels, self.descriptions, allow_none=spec.allow_none)
-        # read now (so it can be scrubbed from anything the server echoes), required only when asking
-        self._key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
         self.spec = {
             "kind": "openai",
             "model": spec.model,
@@ -68,6 +69,13 @@ class OpenAITeacher:
             "labels": self.labels,
             "descriptions": self.descriptions if spec.use_descriptions else {},
         }
+        self._connect(spec)
+
+    def _connect(self, spec: OpenAITeacherSpec) -> None:
+        """The HTTP side, shared with the embeddings teacher (openai_embed.py): key, counts, servers."""
+        self.cfg = spec
+        # read now (so it can be scrubbed from anything the server echoes), required only when asking
+        self._key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
         self.fingerprint = hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
         self.calls = 0  # HTTP requests sent, retries included
         self.tokens = 0
@@ -147,16 +155,39 @@ class OpenAITeacher:
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.cfg.max_backoff, self.cfg.backoff * 2 ** (attempt - 1)))
 
-    async def _ask(self, client: Any, servers: Replicas, text: str) -> Response:
+    async def _ask(self, client: Any, servers: Replicas, texts: list[str]) -> list[Response]:
+        """The answers to one request's inputs (chat: one input a request)."""
+        (text,) = texts
+
+        def parse(content: bytes, seconds: float, attempts: int) -> list[Response] | None:
+            out = self._answer(content, seconds, attempts)
+            return None if out is None else [out]
+
+        return await self._post(client, servers, "chat/completions", self.body(text), parse, 1)
+
+    def _units(self, n: int) -> list[list[int]]:
+        """The inputs asked together in one request, by index."""
+        return [[i] for i in range(n)]
+
+    async def _post(
+        self,
+        client: Any,
+        servers: Replicas,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[bytes, float, int], list[Response] | None],
+        n: int,
+    ) -> list[Response]:
+        """POST `body` to `path` of a server, with retries, until `parse` makes `n` answers of a 200 body (None:
+        not the body expected, worth a retry); a failure or a 4xx answers each of the `n` inputs alike."""
         import httpx
 
         cfg = self.cfg
-        body = self.body(text)
         start = time.perf_counter()
         attempt = 0
         while True:
             if not self._budget_left():
-                return failed(self.stopped or "budget spent", attempts=attempt)
+                return [failed(self.stopped or "budget spent", attempts=attempt)] * n
             server = await servers.acquire()  # the ready server with the fewest requests in flight
             attempt += 1
             self.calls += 1
@@ -165,7 +196,7 @@ class OpenAITeacher:
             try:
                 try:
                     async with asyncio.timeout(cfg.timeout):
-                        resp = await client.post(server.url + "chat/completions", json=body)
+                        resp = await client.post(server.url + path, json=body)
                         content = resp.content  # read fully inside the deadline
                 except TimeoutError:
                     reason = f"no answer within teacher.timeout={cfg.timeout:g} s"
@@ -174,11 +205,11 @@ class OpenAITeacher:
                 else:
                     up = resp.status_code < 500
                     if resp.status_code == 200:
-                        out = self._answer(content, time.perf_counter() - start, attempt)
+                        out = parse(content, time.perf_counter() - start, attempt)
                         up = out is not None
                         if out is not None:
                             return out
-                        reason = "the server's body is not a chat completion (malformed JSON)"
+                        reason = f"the server's body is not {self.expected} (malformed JSON)"
                     elif resp.status_code in FATAL_STATUS:
                         raise _Stop(
                             f"HTTP {resp.status_code} from {server.url} ({FATAL_STATUS[resp.status_code]}): "
@@ -191,15 +222,16 @@ class OpenAITeacher:
                             delay = min(delay, max(cfg.max_backoff, 1.0))
                             servers.pause(server, delay)
                     else:
-                        return rejected(
+                        answer = rejected(
                             f"HTTP {resp.status_code}: {self._scrub(_server_message(content))}",
                             latency_ms=(time.perf_counter() - start) * 1000,
                             attempts=attempt,
                         )
+                        return [answer] * n
             finally:
                 servers.release(server, ok=up)
             if attempt > cfg.max_retries:
-                return failed(f"{reason}; gave up after {attempt} attempts", attempts=attempt)
+                return [failed(f"{reason}; gave up after {attempt} attempts", attempts=attempt)] * n
             await asyncio.sleep(delay if delay is not None else self._backoff(attempt))
 
     def _scrub(self, text: str) -> str:
@@ -219,7 +251,8 @@ class OpenAITeacher:
         raw = self._scrub(raw)
         tin, tout = usage.get("prompt_tokens"), usage.get("completion_tokens")
         self.tokens += int(usage.get("total_tokens") or (tin or 0) + (tout or 0))
-        meta = {"latency_ms": seconds * 1000, "tokens_in": tin, "tokens_out": tout, "attempts": attempts}
+        meta: dict[str, Any] = {"latency_ms": seconds * 1000, "tokens_in": tin, "tokens_out": tout}
+        meta["attempts"] = attempts
         parsed = self.parser.parse(raw, "label" if self.cfg.constrain == "json_schema" else None)
         if parsed.reason is not None:
             return rejected(parsed.reason, raw, **meta)
@@ -244,27 +277,29 @@ class OpenAITeacher:
         _no_sniffio()
         size = min(cfg.concurrency, POOL_SIZE)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        todo = iter(enumerate(texts))
+        units = self._units(len(texts))
+        todo = iter(units)
         stop = asyncio.Event()
         servers = self.replicas
         servers.start()
 
         async def worker(client: httpx.AsyncClient) -> None:
-            for i, text in todo:
+            for unit in todo:
                 if stop.is_set():
                     return
                 try:
-                    response = await self._ask(client, servers, text)
+                    responses = await self._ask(client, servers, [texts[i] for i in unit])
                 except _Stop as exc:
                     self.stopped = self._fatal = str(exc)
                     stop.set()
                     raise
-                if response.status == "failed" and not self._budget_left():
+                if responses[0].status == "failed" and not self._budget_left():
                     stop.set()
-                    return  # an input the budget cut off is not an answer: asked again next run
-                await out.put((i, response))
+                    return  # inputs the budget cut off are not answered: asked again next run
+                for i, response in zip(unit, responses, strict=True):
+                    await out.put((i, response))
 
-        n_workers = min(cfg.concurrency, len(texts))
+        n_workers = min(cfg.concurrency, len(units))
         # httpcore's pool costs O(connections) per request: small pools keep the client off the CPU at
         # high concurrency (measured: 64 workers on one pool reached 8% of the ideal rate here)
         n_clients = -(-n_workers // POOL_SIZE)

@@ -13,6 +13,11 @@ file's `teacher.options`. It returns one answer per text, in order; an answer is
 Anything else, a label outside the task's, or probabilities that are not a distribution, is stored
 as rejected with the reason. An exception stops the collection (answers so far are kept).
 
+For an embed task (`kind: embed`) the function answers with one vector per text: a list of lists of
+numbers, or a 2-D array (`labels` is not passed). Each is made unit length; a vector that is missing
+(None), not finite numbers, all zeros or of another length than the others is stored as rejected with
+the reason (teachers/vectors.py).
+
 The module is imported from `teacher.path` (default: the task file's folder) first. The fingerprint
 covers the function's name, `options`, the labels and the SHA-256 of the module's source file: edit
 the file and its answers are collected again. (Changes elsewhere, e.g. in a model the function
@@ -26,7 +31,7 @@ import importlib
 import inspect
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from ..digest import sha256_file
 from ..errors import InputError
 from ..task import PythonTeacherSpec, Task
 from . import Response, rejected
+from .vectors import VectorCheck
 
 
 class PythonTeacher:
@@ -43,6 +49,8 @@ class PythonTeacher:
         spec = task.teacher
         assert isinstance(spec, PythonTeacherSpec)
         self.labels = task.label_names
+        self.embeds = task.kind == "embed"
+        self.vectors = VectorCheck()
         self.options = spec.options
         folder = task.path(spec.path or Path(".")).resolve()
         module_name, attr = spec.function.split(":")
@@ -54,11 +62,14 @@ class PythonTeacher:
             raise InputError(
                 f"teacher.function: cannot import '{module_name}' ({exc}); put it in {folder} or set teacher.path"
             ) from None
-        self.fn = getattr(module, attr, None)
-        if not callable(self.fn):
+        fn = getattr(module, attr, None)
+        if not callable(fn):
             raise InputError(f"teacher.function: '{module_name}' has no function '{attr}'; fix teacher.function")
+        self.fn: Callable[..., Any] = fn
         params = inspect.signature(self.fn).parameters
-        self.wants_labels = "labels" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        self.wants_labels = not self.embeds and (
+            "labels" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        )
         source = inspect.getsourcefile(module)
         self.spec = {
             "kind": "python",
@@ -67,6 +78,8 @@ class PythonTeacher:
             "options": self.options,
             "labels": self.labels,
         }
+        if self.embeds:
+            self.spec["task"] = "embed"
         self.fingerprint = hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def answer(self, batch: list[str]) -> list[Response]:
@@ -78,9 +91,13 @@ class PythonTeacher:
         except Exception as exc:
             name = self.spec["function"]
             raise InputError(f"teacher {name} raised {type(exc).__name__}: {exc}; fix the function") from None
+        if self.embeds and isinstance(out, np.ndarray) and out.ndim == 2:
+            out = list(out)
         if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != len(batch):
             got = len(out) if isinstance(out, Sequence) and not isinstance(out, str) else type(out).__name__
             raise InputError(f"teacher {self.spec['function']} returned {got} for {len(batch)} texts: one answer each")
+        if self.embeds:
+            return self.vectors.responses(out)
         return [self.convert(a) for a in out]
 
     def convert(self, answer: Any) -> Response:

@@ -26,7 +26,7 @@ def open_runner(artifact: Artifact, threads: int | None = None) -> Runner:
             "(was it built by a newer tsd-edge?)"
         )
     module, attr = LOADERS[artifact.backend].split(":")
-    return getattr(importlib.import_module(module), attr)(artifact, threads)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)(artifact, threads)
 
 
 __all__ = ["LOADERS", "open_runner"]

@@ -8,7 +8,7 @@
 Device memory comes from the CUDA runtime library through ctypes, not cuda-python or torch: what runs a
 package must not import torch (DESIGN.md), and libcudart is on every machine that has TensorRT, where a
 pip-installed cuda-python often is not (JetPack 4/5). The TensorRT 10 calls are checked with mypy against
-tensorrt-stubs (tools/typecheck_tensorrt.py); 8.x-only calls go through `Any`.
+tensorrt-stubs (tools/typecheck.py); 8.x-only calls go through `Any`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ kept next to the engine so a rebuild on the same device reuses its kernel timing
 
 Plain settings (`BuildSettings`, a dataclass; `from_profile` only reads a profile's attributes), no pydantic:
 this module runs on Python 3.8 on a Jetson. Its TensorRT 10 calls are checked with mypy against
-tensorrt-stubs (tools/typecheck_tensorrt.py); 8.x-only calls go through `Any`.
+tensorrt-stubs (tools/typecheck.py); 8.x-only calls go through `Any`.
 """
 
 from __future__ import annotations
