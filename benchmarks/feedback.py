@@ -83,7 +83,7 @@ def derive(work: Path, share: float) -> dict[str, Any]:
     spec = yaml.safe_load((SAMPLE / "task.yaml").read_text(encoding="utf-8"))
     split = float(spec["split"]["heldout"])
     train_file = SAMPLE / "data" / "train.csv"
-    others = set()  # inputs also in another input file stay in round 1's pool whatever happens to train.csv
+    others: set[str] = set()  # inputs also in another input file stay in round 1's pool whatever happens to train.csv
     for src in spec["inputs"]:
         if Path(src["path"]).name != "train.csv":
             path = SAMPLE / src["path"]
@@ -92,7 +92,7 @@ def derive(work: Path, share: float) -> dict[str, Any]:
             others.update(t.strip() for t in texts if t.strip())
     with train_file.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        fields, rows = reader.fieldnames, list(reader)
+        fields, rows = list(reader.fieldnames or []), list(reader)
     back: list[str] = []  # in file order, once each; every row of a held-back text leaves the pool (duplicates too)
     for row in rows:
         text = row["text"].strip()
@@ -482,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     state_file = work / "feedback.json"
     state: dict[str, Any] = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
     if args.redo:
-        for step in STEPS[STEPS.index(args.redo) :]:
-            state.pop(step, None)
+        for name in STEPS[STEPS.index(args.redo) :]:
+            state.pop(name, None)
     loads: list[list[float]] = state.setdefault("load_average", [])
 
     def step(name: str, fn: Any, *a: Any) -> Any:
