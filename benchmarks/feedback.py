@@ -622,15 +622,10 @@ def render(r: dict[str, Any], name: str) -> str:
 
 
 def write_readme(result: Path) -> Path:
-    readme = HERE / "README.md"
-    block = f"{START}\n{render(json.loads(result.read_text(encoding='utf-8')), result.name)}\n{END}"
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        text = text.rstrip() + f"\n\n## The feedback round\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    readme.write_text(head + block + tail, encoding="utf-8")
-    return readme
+    from .readme import replace_block
+
+    body = render(json.loads(result.read_text(encoding="utf-8")), result.name)
+    return replace_block(HERE / "README.md", START, END, body, heading="## The feedback round")
 
 
 def _print_summary(r: dict[str, Any]) -> None:

@@ -82,11 +82,16 @@ def render(data: dict, name: str) -> str:
 
 def write_readme(result: Path) -> Path:
     data = json.loads(result.read_text(encoding="utf-8"))
-    block = f"{START}\n{render(data, result.name)}\n{END}"
-    text = README.read_text(encoding="utf-8") if README.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        text = text.rstrip() + f"\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    README.write_text(head + block + tail, encoding="utf-8")
-    return README
+    return replace_block(README, START, END, render(data, result.name))
+
+
+def replace_block(readme: Path, start: str, end: str, body: str, heading: str = "") -> Path:
+    """Put `body` between the `start` and `end` markers of `readme` (a generated block); where the markers are not
+    there yet, they go at the end, under `heading` when one is given."""
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else "# Benchmarks\n"
+    if start not in text or end not in text:
+        text = text.rstrip() + ("\n\n" + heading if heading else "") + f"\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
+    return readme

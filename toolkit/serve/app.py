@@ -16,7 +16,7 @@ import json
 from typing import Any, AsyncIterator, Mapping
 
 from . import kserve
-from .batching import Arrivals, Batcher, Closing
+from .batching import Arrival, Arrivals, Batcher, Closing
 from .guard import Guard
 from .http import ApiError, Batching, Limits, check_texts, error_response, json_response, read_body
 from .metrics import Metrics
@@ -123,7 +123,8 @@ def build_app(
             raise ApiError(400, f"model {model.name!r} is a {model.kind} model: POST /v1/classify", "model")
         return model
 
-    async def run(model: Served, texts: list[str], top_k: int) -> list[Any]:
+    async def run(arrival: Arrival, model: Served, texts: list[str], top_k: int) -> list[Any]:
+        arrival.queued()
         try:
             return await model.batcher.submit(texts, top_k)
         except Closing:
@@ -150,9 +151,7 @@ def build_app(
         )
 
     async def classify(request: Any) -> Any:
-        arrivals.count += 1
-        counted = True
-        try:
+        with arrivals.arriving() as arrival:
             raw = await read_body(request, limits.max_body_bytes)
             try:
                 body = json.loads(raw)
@@ -174,30 +173,18 @@ def build_app(
             top_k = body.get("top_k", 1)
             if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= limits.max_top_k:
                 raise ApiError(422, f"'top_k' must be a whole number from 1 to {limits.max_top_k}")
-            arrivals.count -= 1
-            counted = False
-            answers = await run(model, texts, top_k)
-        finally:
-            if counted:
-                arrivals.count -= 1
+            answers = await run(arrival, model, texts, top_k)
         return json_response({"model": model.name, "target": model.target, "predictions": answers})
 
     async def embeddings(request: Any) -> Any:
         """OpenAI's POST /v1/embeddings: the same batcher and metrics as classify; 400 for what OpenAI refuses."""
-        arrivals.count += 1
-        counted = True
-        try:
+        with arrivals.arriving() as arrival:
             try:
                 raw = await read_body(request, limits.max_body_bytes)
                 model, texts, encoding = parse_embeddings(raw, embed_model, limits)
             except ApiError as exc:  # OpenAI answers 400 where the classify endpoint says 422
                 raise ApiError(400 if exc.status == 422 else exc.status, exc.reason, exc.param) from None
-            arrivals.count -= 1
-            counted = False
-            answers = await run(model, texts, 1)
-        finally:
-            if counted:
-                arrivals.count -= 1
+            answers = await run(arrival, model, texts, 1)
         data = [
             {"object": "embedding", "index": i, "embedding": encode_vector(a.vector, encoding)}
             for i, a in enumerate(answers)
@@ -226,9 +213,7 @@ def build_app(
         return error_response(503, f"model {model.name!r} is not ready")
 
     async def v2_infer(request: Any) -> Any:
-        arrivals.count += 1
-        counted = True
-        try:
+        with arrivals.arriving() as arrival:
             model = versioned(request)
             raw = await read_body(request, limits.max_body_bytes)
             outputs = kserve.EMBED_OUTPUTS if model.embeds else kserve.OUTPUTS
@@ -239,12 +224,7 @@ def build_app(
             except kserve.ProtocolError as exc:
                 raise ApiError(exc.status, exc.reason) from None
             check_texts(texts, limits, "inputs")
-            arrivals.count -= 1
-            counted = False
-            answers = await run(model, texts, 1)
-        finally:
-            if counted:
-                arrivals.count -= 1
+            answers = await run(arrival, model, texts, 1)
         if model.embeds:
             import numpy as np
 

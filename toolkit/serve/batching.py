@@ -35,6 +35,30 @@ class Arrivals:
     def __init__(self) -> None:
         self.count = 0
 
+    def arriving(self) -> Arrival:
+        """A request starts being read: `with arrivals.arriving() as arrival:` ... `arrival.queued()`."""
+        return Arrival(self)
+
+
+class Arrival:
+    """One request counted in `Arrivals` from its first byte until it reaches a batcher (`queued`) or fails."""
+
+    def __init__(self, arrivals: Arrivals) -> None:
+        self.arrivals = arrivals
+        self.reading = True
+        arrivals.count += 1
+
+    def queued(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.arrivals.count -= 1
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.queued()
+
 
 class _Item:
     __slots__ = ("future", "texts", "top_k")
