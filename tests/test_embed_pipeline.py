@@ -119,3 +119,25 @@ def test_embed_run_folder_can_be_copied_and_rechecked(embed_run: tuple[Path, Pat
     again = tsd("run", task, "--workdir", copy)
     assert again.code == 0, again.out + again.err
     assert "skipped" in again.out or "up to date" in again.out
+
+
+def test_bench_measures_an_embed_run(embed_run: tuple[Path, Path, Ran], tmp_path: Path) -> None:
+    """`tsd-edge bench` on an embed run folder: every system answers (the compiled ones with embeddings, not labels),
+    and each one's agreement is its stage report's gated metric."""
+    task, run, ran = embed_run
+    assert ran.code == 0, ran.err[-2000:]
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    out = tsd("bench", task, "--workdir", copy, "--repeats", "2", "--queries", "2", "--batches", "1",
+              "--batch-size", "8", timeout=300)  # fmt: skip
+    assert out.code == 0, out.out + out.err
+    data = json.loads((copy / "bench.json").read_text(encoding="utf-8"))
+    assert data["skipped"] == []
+    systems = {s["name"]: s for s in data["systems"]}
+    assert list(systems) == ["teacher", "student", "cpu-x86"]
+    for name in ("student", "cpu-x86"):
+        report = json.loads((copy / "reports" / f"{name}.json").read_text(encoding="utf-8"))
+        assert systems[name]["agreement"] == report["agreement"] and report["metric"] == "recall_asymmetric"
+        assert systems[name]["throughput_qps"] > 0 and systems[name]["latency_ms"]["p50"] > 0
+    teacher, student = systems["teacher"], systems["student"]
+    assert teacher["agreement"] is None and teacher["parameters"] > 10 * student["parameters"]  # MiniLM's own count

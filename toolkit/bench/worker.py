@@ -108,10 +108,11 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | 
 
         teacher = load_teacher(load_task(Path(spec["task"])))
         params: int | None = None
-        if hasattr(teacher, "prototypes"):
+        if hasattr(teacher, "prototypes") or getattr(teacher, "spec", {}).get("task") == "embed":
             from ..encoder import load_encoder
 
-            _ = teacher.prototypes
+            if hasattr(teacher, "prototypes"):
+                _ = teacher.prototypes
             params = sum(p.numel() for p in load_encoder(teacher.spec["model"]).parameters())
         return (lambda texts: [r.label for r in teacher.answer(texts)]), None, params
     from ..runtime.infer import predict_logits
@@ -145,8 +146,10 @@ def _load(spec: dict) -> tuple[Callable[[list[str]], Any], _Timed | None, int | 
         labels = json.loads(label_file.read_text(encoding="utf-8"))
     timed = _Timed(runner)
 
-    def answer(texts: list[str]) -> list[str]:
+    def answer(texts: list[str]) -> Any:
         logits = predict_logits(timed, encode, texts, batch_size=spec.get("bucket") or len(texts))
+        if not labels:  # kind: embed (labels.json is []): the output is the sentence embedding, the answer itself
+            return logits
         return [labels[i] for i in logits.argmax(1)]
 
     return answer, timed, params
