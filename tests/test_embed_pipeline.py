@@ -134,8 +134,8 @@ def test_bench_measures_an_embed_run(embed_run: tuple[Path, Path, Ran], tmp_path
     data = json.loads((copy / "bench.json").read_text(encoding="utf-8"))
     assert data["skipped"] == []
     systems = {s["name"]: s for s in data["systems"]}
-    assert list(systems) == ["teacher", "student", "cpu-x86"]
-    for name in ("student", "cpu-x86"):
+    assert list(systems) == ["teacher", "student", "cpu-x86", "openvino-cpu"]
+    for name in ("student", "cpu-x86", "openvino-cpu"):
         report = json.loads((copy / "reports" / f"{name}.json").read_text(encoding="utf-8"))
         assert systems[name]["agreement"] == report["agreement"] and report["metric"] == "recall_asymmetric"
         assert systems[name]["throughput_qps"] > 0 and systems[name]["latency_ms"]["p50"] > 0
