@@ -31,7 +31,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,8 @@ from typing import Any
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
     os.environ[_var] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+from tsd_edge.bench.worker import Worker as BenchWorker  # noqa: E402 (it imports numpy: after the thread settings)
 
 HERE = Path(__file__).resolve().parent
 BATCH = 32
@@ -117,50 +118,19 @@ def worker(spec_path: str) -> None:
             send({"error": f"{type(exc).__name__}: {exc}"})
 
 
-class Worker:
-    def __init__(self, name: str, spec: dict, warmup: list[str], scratch: Path) -> None:
-        self.name = name
-        path = scratch / f"{len(list(scratch.iterdir()))}-spec.json"
-        path.write_text(json.dumps({**spec, "warmup": warmup}), encoding="utf-8")
-        self.log = path.with_suffix(".stderr")
-        with self.log.open("w", encoding="utf-8") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.embed", "--worker", str(path)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                cwd=HERE.parent,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            )
+class Worker(BenchWorker):
+    """tsd-edge bench's worker process (toolkit/bench/worker.py), running this module's worker loop; an error it
+    reports stops the benchmark with the reason."""
+
+    def __init__(self, name: str, spec: dict, warmup: list[str]) -> None:
+        program = [sys.executable, "-m", "benchmarks.embed", "--worker"]
+        super().__init__({**spec, "name": name}, warmup, program, cwd=HERE.parent)
 
     def receive(self) -> dict:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            tail = " / ".join(self.log.read_text(encoding="utf-8").strip().splitlines()[-3:])
-            raise RuntimeError(f"{self.name}: worker exited with {self.proc.returncode}: {tail}")
-        msg = json.loads(line)
+        msg = super().receive()
         if "error" in msg:
             raise RuntimeError(f"{self.name}: {msg['error']}")
         return msg
-
-    def ask(self, command: dict) -> dict:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return self.receive()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 # ---------------------------------------------------------------- the parent
@@ -258,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"system": name, "kind": "package", "spec": {"kind": "package", "path": str(pkg.resolve())}})
             rows[-1].update(bytes=size, package_bytes=pkg.stat().st_size)
         texts = held.texts
-        workers = [Worker(r["system"], r["spec"], texts[:BATCH], scratch) for r in rows]
+        workers = [Worker(r["system"], r["spec"], texts[:BATCH]) for r in rows]
         try:
             for w, r in zip(workers, rows, strict=True):
                 r["load"] = w.receive()

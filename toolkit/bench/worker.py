@@ -22,24 +22,28 @@ if TYPE_CHECKING:
 
 
 class Worker:
-    """One system in its own process, driven by JSON lines over a pipe."""
+    """One system in its own process, driven by JSON lines over a pipe. `program`: the worker's command line before
+    the spec file's path (default: this module's `main`; a benchmark may run its own worker loop), run in `cwd`."""
 
-    def __init__(self, spec: dict, warmup: list[str]) -> None:
+    def __init__(
+        self, spec: dict, warmup: list[str], program: list[str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.name = spec["name"]
         self.tmp = tempfile.TemporaryDirectory(prefix="tsd-bench-")
         path = Path(self.tmp.name) / "spec.json"
         path.write_text(json.dumps({**spec, "warmup": warmup, "scratch": self.tmp.name}), encoding="utf-8")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[var] = str(spec["threads"])
+            env[var] = str(spec.get("threads", 1))
         self.stderr = open(Path(self.tmp.name) / "stderr.txt", "w", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tsd_edge.bench.worker", str(path)],
+            [*(program or [sys.executable, "-m", "tsd_edge.bench.worker"]), str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
             env=env,
+            cwd=cwd,
         )
 
     def receive(self) -> dict:
