@@ -157,7 +157,7 @@ def test_compile_check_package_gate_through_ssh(device: Device, tmp_path: Path) 
     ran = tsd("package", d.task, "--workdir", w, "--target", d.profile)
     assert ran.code == 0, ran.out + ran.err
     package = w / "dist" / "bank-slice-ssh-x86.tsdpkg"
-    gate = tsd("gate", package, "--json", tmp_path / "g.json")
+    gate = tsd("gate", package, "--json", tmp_path / "g.json", "--junit", tmp_path / "g.xml")
     assert gate.code == 0, gate.out + gate.err
     assert json.loads((tmp_path / "g.json").read_text())[0]["passed"] is True
 
@@ -486,7 +486,7 @@ def test_gate_on_the_device_holds_as_the_local_gate_does(
     """`tsd-edge gate PKG --device ssh://...`: the package and the runtime go to the device (which has no
     tsd_edge and never tokenizes), it verifies the package, runs its artifact; the host judges its logits."""
     package = _package(pipeline)
-    local = tsd("gate", package, "--json", tmp_path / "local.json")
+    local = tsd("gate", package, "--json", tmp_path / "local.json", "--junit", tmp_path / "local.xml")
     assert local.code == 0, local.out + local.err
     ran = tsd("gate", package, *device.options(), "--json", tmp_path / "device.json", "--junit", tmp_path / "g.xml")
     assert ran.code == 0, ran.out + ran.err
@@ -527,7 +527,7 @@ def test_a_tampered_package_is_refused_on_the_device_too(
     from tsd_edge.runtime.tokenizer import TextEncoder
 
     bad = _tamper(_package(pipeline), tmp_path / "tampered.tsdpkg")
-    ran = tsd("gate", bad, *device.options(), "--json", tmp_path / "g.json")
+    ran = tsd("gate", bad, *device.options(), "--json", tmp_path / "g.json", "--junit", tmp_path / "g.xml")
     assert ran.code == 1 and "model.onnx does not match its SHA-256" in ran.out, ran.out + ran.err
     before = len(device.server.commands)
 

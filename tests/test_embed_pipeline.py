@@ -41,7 +41,14 @@ def test_run_packages_a_gated_int8_encoder(embed_run: tuple[Path, Path, Ran], tm
     assert m["kind"] == "embed" and m["metric"] == "recall_asymmetric" and m["dim"] == 384
     corpus = np.load(pkg.file("corpus_teacher.npy"))
     assert corpus.shape[1] == 384 and np.allclose(np.linalg.norm(corpus, axis=1), 1, atol=1e-4)
-    gate = tsd("gate", run / "dist" / "bank-search-cpu-x86.tsdpkg", "--junit", tmp_path / "g.xml")
+    gate = tsd(
+        "gate",
+        run / "dist" / "bank-search-cpu-x86.tsdpkg",
+        "--json",
+        tmp_path / "g.json",
+        "--junit",
+        tmp_path / "g.xml",
+    )
     assert gate.code == 0, gate.out + gate.err
     assert "recall asymmetric" in gate.out
 
@@ -69,11 +76,22 @@ def test_gate_fails_a_package_whose_embeddings_were_perturbed(
     files[m["artifact"]] = model.SerializeToString()
     manifest = {k: v for k, v in m.items() if k not in ("files", "schema", "created")}
     bad = write_package(tmp_path / "perturbed.tsdpkg", files, manifest)
-    gate = tsd("gate", bad, "--junit", tmp_path / "g.xml")
+    gate = tsd("gate", bad, "--json", tmp_path / "g.json", "--junit", tmp_path / "g.xml")
     assert gate.code == 1, gate.out + gate.err
     assert "✗ agreement" in gate.out and "does not hold" in gate.out
     base = run / "dist" / "bank-search-cpu-x86.tsdpkg"
-    good = tsd("gate", bad, "--baseline", base, "--threshold", "0", "--junit", tmp_path / "g2.xml")
+    good = tsd(
+        "gate",
+        bad,
+        "--baseline",
+        base,
+        "--threshold",
+        "0",
+        "--json",
+        tmp_path / "g2.json",
+        "--junit",
+        tmp_path / "g2.xml",
+    )
     assert good.code == 1 and "✗ regression" in good.out, good.out
 
 

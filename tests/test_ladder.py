@@ -51,7 +51,7 @@ def test_ladder_ships_the_first_rung_that_holds_and_a_second_run_trains_nothing(
     assert again.code == 0, again.err[-2000:]
     stage_lines = [ln for ln in again.out.splitlines() if "[1-static-32]" in ln]
     assert stage_lines and all("skipped" in ln for ln in stage_lines), stage_lines
-    gate = tsd("gate", run / "dist" / "bank-slice-cpu-x86.tsdpkg")
+    gate = tsd("gate", run / "dist" / "bank-slice-cpu-x86.tsdpkg", "--json", run / "g.json", "--junit", run / "g.xml")
     assert gate.code == 0, gate.out + gate.err
 
 
