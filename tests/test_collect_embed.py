@@ -76,6 +76,8 @@ def test_collect_stores_embeddings_and_relevance_drops_the_hotels(tmp_path: Path
     assert kept["bank.txt"] >= 270, kept  # at least 90% of the task's queries train the student
     assert kept["hotels.txt"] <= 10, kept  # at least 80% of the hotel queries do not
     assert summary.by_label == {} and summary.embedding_dim == 384
+    shown = tsd("pairs", task, "--workdir", work)  # what a person reads: vectors, not an empty label line
+    assert shown.code == 0 and "embeddings of 384 dimensions" in shown.out and "labels" not in shown.out, shown.out
 
 
 def read_lines(path: Path) -> list[str]:

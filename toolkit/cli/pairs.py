@@ -84,9 +84,12 @@ def _pairs(
     out.print(line("relevance", s.by_relevance) + f"  ({shown})")
     for src, (n, kept) in sorted(s.by_source.items()):
         out.print(f"{'':<11}{escape(src)}: {kept}/{n} relevant")
-    top = list(s.by_label.items())
-    labels = ", ".join(f"{escape(k)} {v}" for k, v in top[:12]) + (f", … ({len(top)} labels)" if len(top) > 12 else "")
-    out.print(f"[bold]{'labels':<10}[/] {labels}")
+    if s.embedding_dim is not None:  # an embed teacher: its answers are vectors, not labels
+        out.print(f"[bold]{'answers':<10}[/] embeddings of {s.embedding_dim} dimensions")
+    else:
+        top = list(s.by_label.items())
+        more = f", … ({len(top)} labels)" if len(top) > 12 else ""
+        out.print(f"[bold]{'labels':<10}[/] " + ", ".join(f"{escape(k)} {v}" for k, v in top[:12]) + more)
     if s.tokens_in or s.tokens_out or s.latency_ms_median is not None:
         lat = f"median latency {s.latency_ms_median:.0f} ms" if s.latency_ms_median is not None else ""
         out.print(
