@@ -47,6 +47,11 @@ class AgreementReport:
     schema: str = SCHEMA
 
     @property
+    def measure(self) -> str:
+        """What `agreement` measures, in words: "agreement", or an embed metric ("recall asymmetric")."""
+        return "agreement" if self.metric == "label" else self.metric.replace("_", " ")
+
+    @property
     def judged(self) -> float:
         """The figure the threshold is held against: the agreement, or its lower 95% bound (`strict`)."""
         return self.ci95[0] if self.rule == "strict" else self.agreement

@@ -15,7 +15,6 @@ this machine (`Backend.refusal`) raises NotBuildableHere, which `pipeline.run` r
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from .agreement import AgreementReport
 from .context import RunContext
 from .digest import sha256_file
 from .errors import InputError, NotBuildableHere
-from .rundir import fingerprint, write_atomic
+from .rundir import fingerprint, npy_bytes, write_atomic
 from .stages import StageResult, agreement_line
 from .store import PairStore
 from .targets import Profile, load_profile
@@ -281,9 +280,8 @@ def check(ctx: RunContext, target: str, *, force: bool = False) -> StageResult:
         report.details["predicted_agreement"] = artifact.build["predicted_agreement"]
     run.invalidate(stage)
     report.save(run.report(profile.name))
-    buf = io.BytesIO()
-    np.save(buf, logits)  # what package calibrates the deferral rule on: the same answers, not a second run
-    write_atomic(run.check_logits(profile.name), buf.getvalue())
+    # what package calibrates the deferral rule on: the same answers, not a second run
+    write_atomic(run.check_logits(profile.name), npy_bytes(logits))
     run.finish(stage, key, [run.report(profile.name), run.check_logits(profile.name)], passed=report.passed)
     line = _check_line(report, ctx) + (f"; logits computed on {device_run['device']}" if device_run else "")
     return StageResult(f"check {profile.name}", False, line, report)

@@ -127,6 +127,15 @@ def compare_embeddings(
     )
 
 
+def compare_outputs(
+    stage: str, outputs: np.ndarray, teacher: np.ndarray, corpus_teacher: np.ndarray, **kw: Any
+) -> AgreementReport:
+    """`compare_embeddings` on one array of outputs laid out as every stage runs them (the check, the gate): the
+    held-out queries' rows first (one per row of `teacher`), then the corpus' rows."""
+    n = len(teacher)
+    return compare_embeddings(stage, outputs[:n], teacher, outputs[n:], corpus_teacher, **kw)
+
+
 def describe(report: AgreementReport) -> str:
     """One line for the CLI: the gated metric with its interval first, then the other figures."""
     e = report.details.get("embedding", {})

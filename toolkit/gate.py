@@ -121,14 +121,12 @@ class EmbedHeldout:
         return self.texts + self.corpus
 
     def report(self, stage: str, outputs: np.ndarray, labels: list[str], rule: Rule) -> AgreementReport:
-        from .embedding_agreement import compare_embeddings
+        from .embedding_agreement import compare_outputs
 
-        n = len(self.texts)
-        return compare_embeddings(
+        return compare_outputs(
             stage,
-            outputs[:n],
+            outputs,
             self.teacher,
-            outputs[n:],
             self.corpus_teacher,
             metric=self.metric,
             k=self.k,
@@ -202,12 +200,11 @@ def gate_package(
         result.report = report
         why = judge(report, rule)
         lo, hi = report.ci95
-        what = "agreement" if report.metric == "label" else report.metric.replace("_", " ")
         result.checks.append(
             Check(
                 "agreement",
                 why is None,
-                f"re-run on {result.ran_on}: {what} {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, "
+                f"re-run on {result.ran_on}: {report.measure} {report.agreement:.4f} (95% CI {lo:.3f}–{hi:.3f}, "
                 f"n={report.n}) " + ("holds under the packaged rule" if why is None else f"does not hold: {why}"),
             )
         )
@@ -298,9 +295,8 @@ def _regression(
     old = held.report("baseline", logits, labels, Rule(threshold=0.0))
     drop = old.agreement - new.agreement
     ok = drop <= max_drop
-    what = "agreement" if new.metric == "label" else new.metric.replace("_", " ")
     message = (
-        f"{what} {new.agreement:.4f} vs baseline {old.agreement:.4f} on the same "
+        f"{new.measure} {new.agreement:.4f} vs baseline {old.agreement:.4f} on the same "
         f"{new.n} inputs: {'drop' if drop > 0 else 'gain'} {abs(drop):.4f} {'≤' if ok else '>'} max drop "
         f"{max_drop:.4f}"
     )

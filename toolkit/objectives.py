@@ -130,14 +130,13 @@ class Embed:
     def report(
         self, outputs: np.ndarray, stage: str = "student", reference: np.ndarray | None = None
     ) -> AgreementReport:
-        from .embedding_agreement import compare_embeddings
+        from .embedding_agreement import compare_outputs
 
         spec, n = self.task.agreement, len(self.held)
-        return compare_embeddings(
+        return compare_outputs(
             stage,
-            outputs[:n],
+            outputs,
             self.held_teacher,
-            outputs[n:],
             self.corpus_teacher,
             metric=self.task.metric,
             k=spec.k,

@@ -6,7 +6,6 @@ section the hybrid system's deferral rule is calibrated here on the artifact's o
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from .context import RunContext
 from .digest import sha256_file
 from .errors import InputError, RefusedError
 from .objectives import Embed
+from .rundir import npy_bytes
 from .stages import StageResult
 from .targets import Profile, load_profile
 from .task import Task
@@ -111,20 +111,14 @@ def _evidence(ctx: RunContext) -> dict[str, bytes]:
         return {"heldout.jsonl": _jsonl(rows)}
     return {
         "heldout.jsonl": _jsonl([{"input": p.input} for p in objective.held]),
-        "heldout_teacher.npy": _npy(objective.held_teacher),
+        "heldout_teacher.npy": npy_bytes(objective.held_teacher),
         "corpus.jsonl": _jsonl([{"input": p.input} for p in objective.corpus]),
-        "corpus_teacher.npy": _npy(objective.corpus_teacher),
+        "corpus_teacher.npy": npy_bytes(objective.corpus_teacher),
     }
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array, dtype="<f4"), allow_pickle=False)
-    return buf.getvalue()
 
 
 def _deferral(ctx: RunContext, artifact: Artifact, target: str) -> Deferral:

@@ -195,7 +195,8 @@ def render(
         )
     # the evidence is shown for the stage that lost the most agreement: that is where a person looks
     last = min((r for r in reports if r.stage != "teacher"), key=lambda r: r.agreement, default=None)
-    metric = next((r.metric for r in reports if r.stage != "teacher"), "label")
+    judged = [r for r in reports if r.stage != "teacher"]
+    metric, measure = (judged[0].metric, judged[0].measure) if judged else ("label", "agreement")
     sections = [
         f"<h1>tsd-edge: {html.escape(task_name)}</h1>",
         "<p>Agreement of each stage with the teacher on the held-out inputs (the teacher's row gives its "
@@ -205,7 +206,7 @@ def render(
             [
                 "stage",
                 "n",
-                "agreement" if metric == "label" else metric.replace("_", " "),
+                measure,
                 "95% CI",
                 "gold acc.",
                 "same prediction as fp32 student" if metric == "label" else "same top-1 neighbour as fp32 student",

@@ -177,5 +177,17 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def npy_bytes(array: Any) -> bytes:
+    """An array as the bytes of a float32 .npy file, for `write_atomic` or a package (np.load reads it, nothing is
+    pickled)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, dtype="<f4"), allow_pickle=False)
+    return buf.getvalue()
+
+
 def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()

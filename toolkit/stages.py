@@ -8,17 +8,14 @@ Each stage takes the command's RunContext (context.py), keeps issue 13's atomic-
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from .agreement import AgreementReport, compare
 from .context import RunContext
 from .digest import sha256_file
 from .errors import InputError
-from .rundir import fingerprint, write_atomic
+from .rundir import fingerprint, npy_bytes, write_atomic
 from .store import PairStore
 
 
@@ -187,9 +184,7 @@ def export(ctx: RunContext, *, force: bool = False) -> StageResult:
         with OnnxRuntimeRunner(onnx, threads=None) as runner:
             logits = predict_logits(runner, encode, texts)
         size = onnx.stat().st_size
-    buf = io.BytesIO()
-    np.save(buf, reference)
-    write_atomic(run.student_logits, buf.getvalue())
+    write_atomic(run.student_logits, npy_bytes(reference))
     report = ctx.report("onnx", logits, reference)
     report.details |= {"validation": validation.to_dict(), "opset": 17, "artifact_bytes": size}
     report.save(run.report("onnx"))
